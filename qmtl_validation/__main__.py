@@ -1,0 +1,5 @@
+import sys
+
+from qmtl_validation.cli import main
+
+sys.exit(main())
