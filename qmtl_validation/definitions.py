@@ -2,4 +2,11 @@
 
 import dagster as dg
 
-defs = dg.Definitions()
+from qmtl_validation.defs.resources import resources_for
+from qmtl_validation.defs.runs import definitions as runs
+from qmtl_validation.settings import load_settings
+
+defs = dg.Definitions.merge(
+    runs.defs,
+    dg.Definitions(resources=resources_for(load_settings()), executor=dg.in_process_executor),
+)
