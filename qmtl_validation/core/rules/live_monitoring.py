@@ -53,12 +53,15 @@ class LiveMonitoringContext:
       ``sharpe_decay_ratio`` (NaN or None = undefined) and optionally ``notes``.
     - ``snapshot``: provenance for the details (``version``, ``as_of``, ``stale``, ...).
     - ``notes``: why there is no realized series, when there is none.
+    - ``error``: a failure computing the world's monitoring table; raised so it becomes
+      ``rule_error``.
     """
 
     strategy_id: str | None = None
     windows: Sequence[Mapping[str, Any]] = ()
     snapshot: Mapping[str, Any] | None = None
     notes: tuple[str, ...] = ()
+    error: str | None = None
 
 
 # (setting, row column, breach direction, metric path, missing code, breach code, label)
@@ -102,6 +105,8 @@ class LiveMonitoringRule(CoreRule):
         return out
 
     def evaluate(self, metrics: Mapping[str, Any], context: LiveMonitoringContext) -> RuleResult:
+        if context.error is not None:
+            raise ValueError(context.error)
         wanted = set(self.windows)
         rows = sorted(
             (r for r in context.windows if int(r["window"]) in wanted), key=lambda r: int(r["window"])
