@@ -1,0 +1,238 @@
+"""Landing-zone sensors: run bundles → ``evaluation_runs`` partitions and validation runs.
+
+``run_bundle_sensor`` runs one intake per tick (:func:`~qmtl_validation.warehouse.intake.take_in_run_bundles`):
+it lists only the look-back's date prefixes, registers complete new bundles, quarantines bad drops
+(a ``rejections`` row with the exact reason, logged in the tick; the files stay where they are)
+and returns one ``SensorResult``: the new partitions and one run of ``validate_runs`` per new
+partition, keyed ``<partition key>:<content token>`` so an identical re-drop never runs twice.
+
+Settings shared by every landing-zone sensor (environment, read when the code location loads,
+except the clock which is read at every tick):
+
+- ``QMTL_SENSOR_INTERVAL_SECONDS`` (default 30): minimum seconds between two ticks of a sensor
+  (benchmarks use 5; tests 0, so every iteration ticks).
+- ``QMTL_SENSOR_LOOKBACK_DAYS`` (default 14): date prefixes listed per tick are today's and the
+  ``N`` days before it. The sample landing zone drops bundles up to 9 days back.
+- ``QMTL_SENSOR_MAX_DROPS_PER_TICK`` (default 200): bundles or snapshots read per tick; the rest
+  wait for the next tick (the cursor counts them as ``deferred``).
+- ``QMTL_NOW``: the sensors' clock, for tests and replays. Unset = the real UTC clock; an ISO-8601
+  instant (naive = UTC) = that instant; ``file:<path>`` = the instant written in that file, re-read
+  at every tick, so a test can move time between ticks of a sensor running in a code server.
+  In-process callers may also replace :data:`clock` (a module-level function).
+
+The cursor is a small JSON watermark, never a key list: ``{"date": <last UTC date scanned>,
+"lookback_days": .., "prefixes": .., "list_calls": .., "new": .., "unchanged": .., "rejected": ..,
+"conflicts": .., "pending": .., "deferred": .., "taken_in": <running total>}``. When the sensor
+was stopped for longer than the look-back, the next tick scans back to the cursor's date (at most
+``MAX_CATCH_UP_DAYS``), so no drop date is skipped.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import dagster as dg
+
+from qmtl_validation.defs.resources import LandingZoneResource, WarehouseResource
+from qmtl_validation.defs.runs.partitions import evaluation_runs_partitions
+from qmtl_validation.warehouse.intake import (
+    IntakeResult,
+    record_intake,
+    registered_drops,
+    take_in_run_bundles,
+)
+
+SOURCE_TAG = "qmtl/source"
+LANDING_PREFIX_TAG = "qmtl/landing_prefix"
+CONTENT_TOKEN_TAG = "qmtl/content_token"
+MAX_CATCH_UP_DAYS = 90
+REJECTIONS_LOGGED_PER_TICK = 200
+
+
+@dataclass(frozen=True)
+class SensorSettings:
+    interval_seconds: int = 30
+    lookback_days: int = 14
+    max_drops_per_tick: int = 200
+
+
+def _int_setting(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"{name}={text!r}: expected an integer") from None
+    if value < minimum:
+        raise ValueError(f"{name}={value}: must be >= {minimum}")
+    return value
+
+
+def sensor_settings(environ: Mapping[str, str] | None = None) -> SensorSettings:
+    """The landing-zone sensors' settings from the environment (module docstring)."""
+    env = os.environ if environ is None else environ
+    return SensorSettings(
+        interval_seconds=_int_setting(env, "QMTL_SENSOR_INTERVAL_SECONDS", 30, 0),
+        lookback_days=_int_setting(env, "QMTL_SENSOR_LOOKBACK_DAYS", 14, 0),
+        max_drops_per_tick=_int_setting(env, "QMTL_SENSOR_MAX_DROPS_PER_TICK", 200, 1),
+    )
+
+
+def _parse_instant(text: str, source: str) -> dt.datetime:
+    try:
+        instant = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{source}: {text.strip()!r} is not an ISO-8601 instant") from None
+    return instant.replace(tzinfo=dt.timezone.utc) if instant.tzinfo is None else instant.astimezone(dt.timezone.utc)
+
+
+def environment_clock() -> dt.datetime:
+    """Now (UTC): ``QMTL_NOW`` when set (an instant, or ``file:<path>`` holding one), else the real clock."""
+    override = os.environ.get("QMTL_NOW", "").strip()
+    if not override:
+        return dt.datetime.now(dt.timezone.utc)
+    if override.startswith("file:"):
+        path = Path(override[len("file:"):])
+        return _parse_instant(path.read_text(encoding="utf-8"), f"QMTL_NOW file {path}")
+    return _parse_instant(override, "QMTL_NOW")
+
+
+# The clock every landing-zone sensor reads; in-process tests may replace it.
+clock: Callable[[], dt.datetime] = environment_clock
+
+
+def sensor_now() -> dt.datetime:
+    return clock()
+
+
+def read_cursor(cursor: str | None) -> dict[str, Any]:
+    """The JSON watermark of a sensor (``{}`` when absent or unreadable: a bad cursor must not
+    wedge a sensor, the next tick simply writes a fresh one)."""
+    if not cursor:
+        return {}
+    try:
+        value = json.loads(cursor)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def lookback_for(cursor: Mapping[str, Any], today: dt.date, lookback_days: int) -> int:
+    """Days to look back this tick: the configured look-back, widened to the cursor's date after
+    an outage longer than it (capped at ``MAX_CATCH_UP_DAYS``)."""
+    try:
+        last = dt.date.fromisoformat(str(cursor["date"]))
+    except (KeyError, ValueError):
+        return lookback_days
+    gap = (today - last).days
+    return min(max(lookback_days, gap), max(lookback_days, MAX_CATCH_UP_DAYS))
+
+
+def log_rejections(context: dg.SensorEvaluationContext, rows: list[dict[str, Any]]) -> None:
+    """One warning per rejected drop in the tick log (the ``rejections`` table has them all)."""
+    for row in rows[:REJECTIONS_LOGGED_PER_TICK]:
+        label = "conflict" if row.get("conflict") else "rejected"
+        context.log.warning(f"{label} {row['kind']} {row['key']}: [{row.get('reason_code')}] {row['reason']}")
+    if len(rows) > REJECTIONS_LOGGED_PER_TICK:
+        context.log.warning(f"... and {len(rows) - REJECTIONS_LOGGED_PER_TICK} more (see the rejections table)")
+
+
+def intake_cursor(
+    previous: Mapping[str, Any], today: dt.date, lookback_days: int, intake: IntakeResult, list_calls: int, **extra: Any
+) -> str:
+    counts = {
+        "date": today.isoformat(),
+        "lookback_days": lookback_days,
+        "prefixes": len(intake.prefixes),
+        "list_calls": list_calls,
+        "new": len(intake.registered),
+        "unchanged": len(intake.unchanged),
+        "rejected": len(intake.rejections) - len(intake.conflicts),
+        "conflicts": len(intake.conflicts),
+        "pending": intake.pending,
+        "deferred": intake.deferred,
+        "taken_in": int(previous.get("taken_in", 0)) + len(intake.registered),
+        **extra,
+    }
+    return json.dumps(counts, sort_keys=True, separators=(",", ":"))
+
+
+def run_bundle_run_request(partition_key: str, landing_prefix: str, token: str) -> dg.RunRequest:
+    return dg.RunRequest(
+        run_key=f"{partition_key}:{token}",
+        partition_key=partition_key,
+        tags={SOURCE_TAG: "run_bundle_sensor", LANDING_PREFIX_TAG: landing_prefix, CONTENT_TOKEN_TAG: token},
+    )
+
+
+_SETTINGS = sensor_settings()
+
+
+@dg.sensor(
+    name="run_bundle_sensor",
+    job_name="validate_runs",
+    minimum_interval_seconds=_SETTINGS.interval_seconds,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "Takes complete run bundles (run.json present) in from the landing zone's recent date "
+        "prefixes: adds an evaluation_runs partition and launches validate_runs for each new one; "
+        "bad drops get a rejections row and a line in the tick log, and stay where they are."
+    ),
+)
+def run_bundle_sensor(
+    context: dg.SensorEvaluationContext, landing: LandingZoneResource, warehouse: WarehouseResource
+) -> dg.SensorResult:
+    started = time.perf_counter()
+    settings = sensor_settings()
+    now = sensor_now()
+    today = now.date()
+    previous = read_cursor(context.cursor)
+    lookback = lookback_for(previous, today, settings.lookback_days)
+    zone, lake = landing.zone(), warehouse.lake()
+    zone.reset_counters()
+    intake = take_in_run_bundles(
+        zone,
+        lake,
+        today=today,
+        lookback_days=lookback,
+        max_bundles=settings.max_drops_per_tick,
+        now=now,
+        sensor="run_bundle_sensor",
+    )
+    record_intake(lake, intake, now=now, file_label="run_bundle_sensor")
+    log_rejections(context, intake.rejections)
+
+    requests = [run_bundle_run_request(d.partition_key, d.landing_prefix, d.token) for d in intake.registered]
+    new_keys = list(intake.partition_keys)
+    # A bundle registered in the lake whose partition the instance lacks (a tick that failed
+    # after writing the registry, or a fresh instance over an old lake) is requested again; the
+    # run key keeps it to one run.
+    known_partitions = set(context.instance.get_dynamic_partitions(evaluation_runs_partitions.name))
+    missing = [key for key in dict.fromkeys(intake.unchanged) if key not in known_partitions]
+    if missing:
+        registry = registered_drops(lake, "run_bundle")
+        for key in missing:
+            row = registry[key]
+            requests.append(run_bundle_run_request(key, row["landing_prefix"], row["token"]))
+        new_keys.extend(missing)
+        context.log.info(f"re-requesting {len(missing)} registered run(s) the instance has no partition for")
+
+    summary = intake.summary()
+    elapsed = time.perf_counter() - started
+    context.log.info(
+        f"{summary}; listed {len(intake.prefixes)} date prefixes in {zone.list_calls} list calls, {elapsed:.2f} s"
+    )
+    cursor = intake_cursor(previous, today, lookback, intake, zone.list_calls, seconds=round(elapsed, 3))
+    return dg.SensorResult(
+        run_requests=requests,
+        dynamic_partitions_requests=[evaluation_runs_partitions.build_add_request(new_keys)] if new_keys else [],
+        cursor=cursor,
+        skip_reason=None if requests else f"no new run bundles ({summary})",
+    )
