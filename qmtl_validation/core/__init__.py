@@ -6,8 +6,7 @@ submodule does not pull in the others (pandera, scipy and yaml are not free to i
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from qmtl_validation._lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "EvaluationMetrics": "metrics",
@@ -26,17 +25,4 @@ _EXPORTS: dict[str, str] = {
     "portfolio_risk": "portfolio",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module_name = _EXPORTS.get(name)
-    if module_name is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module_name}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

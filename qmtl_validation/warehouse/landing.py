@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
+from qmtl_validation.core.policy_store import version_sort_key
 from qmtl_validation.core.identifiers import (
     InvalidIdentifierError,
     check_identifier,
@@ -779,12 +780,6 @@ def find_snapshots(
     return SnapshotScan(snapshots, rejections, prefixes)
 
 
-def policy_version_sort_key(version: str) -> tuple:
-    """Natural order of policy versions: ``v2`` < ``v10``, ``1.2`` < ``1.10``."""
-    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part.lower())
-                 for part in re.findall(r"\d+|\D+", version))
-
-
 @dataclass(frozen=True)
 class PolicyFile:
     world_id: str
@@ -806,7 +801,7 @@ class PolicyScan:
         latest: dict[str, PolicyFile] = {}
         for policy in self.policies:
             held = latest.get(policy.world_id)
-            if held is None or policy_version_sort_key(policy.policy_version) > policy_version_sort_key(held.policy_version):
+            if held is None or version_sort_key(policy.policy_version) > version_sort_key(held.policy_version):
                 latest[policy.world_id] = policy
         return latest
 
@@ -825,7 +820,7 @@ def list_policies(zone: LandingZone, world_id: str | None = None) -> PolicyScan:
             rejections.append(_rejection(error, "policy", obj))
             continue
         found.append(PolicyFile(parsed.world_id, parsed.policy_version, obj))
-    found.sort(key=lambda p: (p.world_id, policy_version_sort_key(p.policy_version)))
+    found.sort(key=lambda p: (p.world_id, version_sort_key(p.policy_version)))
     return PolicyScan(found, rejections)
 
 

@@ -243,6 +243,14 @@ def metrics_rows(
     return out
 
 
+def metrics_by_run(frame: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """partition key → the run's nested metrics dict, from ``evaluation_metrics`` rows."""
+    return {
+        key: json.loads(text)
+        for key, text in zip(partition_keys_of(frame), frame["metrics_json"], strict=True)
+    }
+
+
 RULE_COLUMNS = (
     "world_id",
     "strategy_id",

@@ -6,6 +6,7 @@ import time
 import pytest
 
 from qmtl_validation.warehouse.lake import Lake
+from qmtl_validation.core.policy_store import version_sort_key
 from qmtl_validation.warehouse.landing import (
     LandingKeyError,
     LandingObjectTooLargeError,
@@ -20,7 +21,6 @@ from qmtl_validation.warehouse.landing import (
     parse_policy_key,
     parse_run_key,
     parse_snapshot_key,
-    policy_version_sort_key,
 )
 
 TODAY = dt.date(2026, 11, 27)
@@ -234,7 +234,7 @@ def test_policies_in_natural_version_order_and_the_highest_is_current(zone):
     assert {w: p.policy_version for w, p in scan.current().items()} == {"alpha": "v10", "beta": "2026.12"}
     assert {r.code for r in scan.rejections} == {"unknown_file", "wrong_depth"}
     assert [p.policy_version for p in list_policies(zone, "beta").policies] == ["2026.1", "2026.12"]
-    assert policy_version_sort_key("1.10") > policy_version_sort_key("1.9")
+    assert version_sort_key("1.10") > version_sort_key("1.9")
 
 
 def test_model_cards_by_strategy(zone):

@@ -10,8 +10,7 @@ Names resolve lazily so that rendering Markdown never imports matplotlib.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from qmtl_validation._lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "render_validation_report_markdown": "markdown",
@@ -40,17 +39,4 @@ _EXPORTS: dict[str, str] = {
     "world_overview_path": "files",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module_name = _EXPORTS.get(name)
-    if module_name is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module_name}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

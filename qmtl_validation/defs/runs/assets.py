@@ -2,11 +2,12 @@
 
 All of them are partitioned by ``evaluation_runs`` and use ``BackfillPolicy.single_run()``: a
 run over many partitions processes them in one vectorised pass (one metrics panel, one file per
-world and table), so re-validating a world's whole history is one Dagster run.
+world and table), so re-validating a world's whole history is one Dagster run. A deployment that
+sets ``QMTL_BACKFILL_RUNS_PER_CHUNK=N`` gets ``BackfillPolicy.multi_run(N)`` instead (N runs per
+Dagster run, each still one vectorised pass), to spread a backfill over machines.
 """
 
 
-import json
 from collections import Counter
 from typing import Any
 
@@ -33,15 +34,20 @@ from qmtl_validation.defs.contract_checks import (
 from qmtl_validation.defs.metadata import markdown_image
 from qmtl_validation.defs.resources import LandingZoneResource, WarehouseResource, now_utc
 from qmtl_validation.defs.runs.partitions import evaluation_runs_partitions
+from qmtl_validation.settings import read_backfill_runs_per_chunk
 from qmtl_validation.warehouse.documents import ModelCards, WorldPolicies
 from qmtl_validation.warehouse import run_rows
 from qmtl_validation.warehouse.intake import REGISTRY_TABLE, read_bundle_files
 
+_RUNS_PER_CHUNK = read_backfill_runs_per_chunk()
+BACKFILL_POLICY = (
+    dg.BackfillPolicy.multi_run(_RUNS_PER_CHUNK) if _RUNS_PER_CHUNK else dg.BackfillPolicy.single_run()
+)
 GROUP = "runs"
 OWNERS = ["team:quant-validation"]
 RUN_ASSET = dict(
     partitions_def=evaluation_runs_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
+    backfill_policy=BACKFILL_POLICY,
     group_name=GROUP,
     owners=OWNERS,
     io_manager_key="lake_io_manager",
@@ -85,7 +91,7 @@ def _out(name: str, model: Any, description: str) -> dg.AssetOut:
         ),
     },
     partitions_def=evaluation_runs_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
+    backfill_policy=BACKFILL_POLICY,
     check_specs=[
         contract_check_spec("run_manifests", contracts.RunManifestsTable),
         contract_check_spec("strategy_returns", contracts.StrategyReturnsTable),
@@ -221,13 +227,7 @@ def rule_results(
     version a policy backfill asks for), with the run's summary status and recommended stage."""
     manifests = run_rows.manifests_from_rows(run_manifests)
     data_end = dict(zip(run_rows.partition_keys_of(run_manifests), run_manifests["data_end"], strict=True))
-    metrics = dict(
-        zip(
-            run_rows.partition_keys_of(evaluation_metrics),
-            (json.loads(text) for text in evaluation_metrics["metrics_json"]),
-            strict=True,
-        )
-    )
+    metrics = run_rows.metrics_by_run(evaluation_metrics)
     policies = WorldPolicies(
         landing.zone(),
         pinned_world=context.run.tags.get(WORLD_TAG),
@@ -294,13 +294,7 @@ def evaluation_run(
     ``evaluation_runs`` view shows the latest revision."""
     keys = list(context.partition_keys)
     manifests = run_rows.manifests_from_rows(run_manifests)
-    metrics = dict(
-        zip(
-            run_rows.partition_keys_of(evaluation_metrics),
-            (json.loads(text) for text in evaluation_metrics["metrics_json"]),
-            strict=True,
-        )
-    )
+    metrics = run_rows.metrics_by_run(evaluation_metrics)
     evaluations = run_rows.evaluations_from_rule_rows(rule_results)
     previous = run_rows.previous_revisions(warehouse.latest("evaluation_run_history", keys))
     recorded_at = now_utc()
