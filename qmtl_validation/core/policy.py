@@ -204,6 +204,16 @@ def format_duration(value: timedelta) -> str:
     return f"{int(seconds)}s" if float(seconds).is_integer() else f"{seconds}s"
 
 
+def describe_duration(value: timedelta) -> str:
+    """A readable approximation for messages: ``60.8d``, ``3.5h``, ``12.0m``, ``40s``."""
+    seconds = value.total_seconds()
+    for unit in ("d", "h", "m"):
+        size = _DURATION_UNITS[unit]
+        if abs(seconds) >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
+
+
 class _Duration(_Kind):
     type_name = "a duration like '30s', '5m', '2h', '180d'"
 

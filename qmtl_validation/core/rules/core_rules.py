@@ -55,6 +55,7 @@ from qmtl_validation.core.policy import (
     Threshold,
     ValidationProfile,
     classify_metric,
+    describe_duration,
     format_duration,
     resolve_metric_path,
 )
@@ -326,7 +327,7 @@ class DataCurrencyRule(CoreRule):
                 if lag > max_lag:
                     findings.fail(
                         "data_lag_exceeds_max",
-                        f"data lag {format_duration(timedelta(seconds=lag))} above maximum {format_duration(self.max_lag)}",
+                        f"data lag {describe_duration(timedelta(seconds=lag))} above maximum {format_duration(self.max_lag)}",
                     )
         if self.min_history is not None:
             min_days = self.min_history.total_seconds() / 86400
