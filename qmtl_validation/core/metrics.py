@@ -77,6 +77,7 @@ import datetime as _dt
 import json
 import math
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Literal, Mapping, Sequence
@@ -245,6 +246,11 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+def _json_text(value: Any) -> str:
+    """Canonical JSON text of a map (sorted keys, no spaces), as the flat row stores it."""
+    return json.dumps(_plain(value), sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
 def _non_finite_paths(value: Any, prefix: str) -> list[str]:
     """Dotted paths of non-finite floats inside a nested extra_metrics map."""
     found: list[str] = []
@@ -305,16 +311,17 @@ class EvaluationMetrics:
         """Dotted path → value for every column of ``FLAT_COLUMNS`` (a stable, wide row).
 
         ``benchmark.*`` are None for a run without a benchmark; the two maps
-        (``diagnostics.extra_metrics``, ``diagnostics.metric_notes``) are JSON text with sorted keys.
+        (``diagnostics.extra_metrics``, ``diagnostics.metric_notes``) are canonical JSON text (sorted
+        keys, no spaces).
         """
         nested = self.to_dict()
         flat: dict[str, Any] = {}
         for path in METRIC_PATHS:
             value = health.get_path(nested, path)
             if METRIC_KINDS[path] == _MAP:
-                value = json.dumps(value if value is not None else {}, sort_keys=True)
+                value = _json_text(value if value is not None else {})
             flat[path] = value
-        flat[NOTES_PATH] = json.dumps(self.metric_notes, sort_keys=True)
+        flat[NOTES_PATH] = _json_text(self.metric_notes)
         return flat
 
     @classmethod
@@ -950,21 +957,29 @@ def _run_series_kernels(
         n_threads = min(4, os.cpu_count() or 1) if len(chunks) >= 8 else 1
     n_threads = max(1, min(int(n_threads), len(chunks) or 1))
 
-    def work(assigned: list[np.ndarray]) -> None:
+    # Workers pull the next chunk from a shared queue rather than taking a fixed share, so a
+    # thread that gets less CPU (a busy machine) does not hold the others up.
+    queue = iter(chunks)
+    lock = threading.Lock()
+
+    def work() -> None:
         space = _Workspace(step, t)
         with np.errstate(all="ignore"):  # overflow becomes a noted null in _assemble
-            for rows in assigned:
+            while True:
+                with lock:
+                    rows = next(queue, None)
+                if rows is None:
+                    return
                 _series_chunk(
                     matrix, bench_matrix, has_benchmark, starts, rows, options, full, raw, space
                 )
 
-    groups = [chunks[i::n_threads] for i in range(n_threads)]
     if n_threads > 1:
         with ThreadPoolExecutor(max_workers=n_threads) as pool:
-            for _ in pool.map(work, groups):
-                pass
+            for future in [pool.submit(work) for _ in range(n_threads)]:
+                future.result()
     elif chunks:
-        work(chunks)
+        work()
     return raw
 
 
@@ -1876,13 +1891,11 @@ def flat_columns(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {"run": arrays["run"]}
     for path in METRIC_PATHS:
         if METRIC_KINDS[path] == _MAP:
-            out[path] = _object_array(
-                json.dumps(item or {}, sort_keys=True) for item in arrays[path]
-            )
+            out[path] = _object_array(_json_text(item or {}) for item in arrays[path])
         else:
             out[path] = arrays[path]
     note_lists = {key[5:]: arrays[key].tolist() for key in arrays if key.startswith("note:")}
     out[NOTES_PATH] = _object_array(
-        json.dumps(_notes_of_run(arrays, note_lists, i), sort_keys=True) for i in range(k)
+        _json_text(_notes_of_run(arrays, note_lists, i)) for i in range(k)
     )
     return out

@@ -133,7 +133,7 @@ def test_flat_dict_has_stable_columns_and_json_maps():
     flat = compute_metrics(FIVE, extra_metrics={"b": 1, "a": 2}).to_flat_dict()
     assert tuple(flat) == FLAT_COLUMNS
     assert flat["benchmark.sharpe"] is None
-    assert flat["diagnostics.extra_metrics"] == '{"a": 2, "b": 1}'
+    assert flat["diagnostics.extra_metrics"] == '{"a":2,"b":1}'
     assert json.loads(flat["diagnostics.metric_notes"])["sample.n_trades_total"] == "no trades log"
     assert flat["sample.regime_coverage.low_vol"] is None
 
