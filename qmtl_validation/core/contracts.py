@@ -854,3 +854,297 @@ class ValidationReportsTable(_RunRows):
         strict = True
         coerce = True
         unique = [*RUN_KEY, "revision"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Output-table models: what the snapshot-scoped (risk hub) assets write (SPEC §4, §8, §9)
+# ---------------------------------------------------------------------------------------------
+
+SNAPSHOT_KEY = ["world_id", "version"]
+SNAPSHOT_FORMS = ["inline", "ref", "none"]
+PORTFOLIO_SCOPES = ["portfolio", "member", "candidate"]
+CANDIDATE_VARIANCE_SOURCES = ["snapshot", "run_volatility"]
+# Euler components sum to the total up to floating-point rounding of a few hundred terms.
+COMPONENT_SUM_TOLERANCE = 1e-9
+
+
+class _SnapshotRows(pa.DataFrameModel):
+    """Columns every snapshot-scoped table starts with; every number finite or null."""
+
+    world_id: Series[str] = pa.Field(str_matches=_IDENTIFIER)
+    version: Series[str] = pa.Field(str_matches=_IDENTIFIER)
+    as_of: Series[_UTC]
+
+    @pa.dataframe_check(name="numbers_finite_or_null", error="numbers must be finite or null")
+    def _numbers_finite(cls, frame: pd.DataFrame) -> pd.Series:
+        numeric = frame.select_dtypes(include=["number"]).to_numpy(dtype=float, na_value=np.nan)
+        return pd.Series((np.isfinite(numeric) | np.isnan(numeric)).all(axis=1), index=frame.index)
+
+
+class RiskSnapshotsTable(_SnapshotRows):
+    """``risk_snapshots``: one row per contract-validated snapshot version (fallbacks flagged)."""
+
+    hash: Series[str] = pa.Field(str_startswith="sha256:")
+    content_hash: Series[str] = pa.Field(str_startswith="sha256:", nullable=True)
+    actor: Series[str] = pa.Field(nullable=True)
+    producer_stage: Series[str] = pa.Field(nullable=True)
+    source: Series[str] = pa.Field(nullable=True)
+    ttl_sec: Series[int] = pa.Field(ge=1)
+    n_strategies: Series[int] = pa.Field(ge=1)
+    covariance_form: Series[str] = pa.Field(isin=SNAPSHOT_FORMS)
+    realized_returns_form: Series[str] = pa.Field(isin=SNAPSHOT_FORMS)
+    signed: Series[bool]
+    is_fallback: Series[bool]
+    fallback_of_version: Series[str] = pa.Field(nullable=True, str_matches=_IDENTIFIER)
+    landing_key: Series[str] = pa.Field(nullable=True)
+    source_etag: Series[str] = pa.Field(nullable=True)
+    received_at: Series[_UTC] = pa.Field(nullable=True)
+    payload_json: Series[str]
+    recorded_at: Series[_UTC]
+
+    class Config:
+        name = "risk_snapshots"
+        strict = True
+        coerce = True
+        unique = SNAPSHOT_KEY
+
+    @pa.dataframe_check(name="fallback_names_its_source", error="a fallback row must name the version it derives from")
+    def _fallback_source(cls, frame: pd.DataFrame) -> pd.Series:
+        return ~frame["is_fallback"] | frame["fallback_of_version"].notna()
+
+
+class SnapshotWeightsTable(_SnapshotRows):
+    """``snapshot_weights``: one row per strategy of each snapshot; a snapshot's weights sum to 1."""
+
+    strategy_id: Series[str] = pa.Field(str_matches=_IDENTIFIER)
+    weight: Series[float]
+    is_fallback: Series[bool]
+    recorded_at: Series[_UTC]
+
+    class Config:
+        name = "snapshot_weights"
+        strict = True
+        coerce = True
+        unique = [*SNAPSHOT_KEY, "strategy_id"]
+
+    @pa.dataframe_check(name="weights_sum_to_one", error="a snapshot's weights must sum to 1 ± 1e-3")
+    def _sum_to_one(cls, frame: pd.DataFrame) -> pd.Series:
+        totals = frame.groupby(SNAPSHOT_KEY, sort=False)["weight"].transform("sum")
+        return (totals - 1.0).abs() <= 1e-3
+
+
+class CovarianceTable(_SnapshotRows):
+    """``covariance``: the upper triangle (and diagonal) of each snapshot's covariance matrix."""
+
+    strategy_a: Series[str] = pa.Field(str_matches=_IDENTIFIER)
+    strategy_b: Series[str] = pa.Field(str_matches=_IDENTIFIER)
+    covariance: Series[float]
+    correlation: Series[float] = pa.Field(ge=-1.0 - 1e-9, le=1.0 + 1e-9, nullable=True)
+    imputed: Series[bool]
+    is_fallback: Series[bool]
+    recorded_at: Series[_UTC]
+
+    class Config:
+        name = "covariance"
+        strict = True
+        coerce = True
+        unique = [*SNAPSHOT_KEY, "strategy_a", "strategy_b"]
+
+    @pa.dataframe_check(name="variances_not_negative", error="a variance (strategy_a = strategy_b) must be >= 0")
+    def _variances(cls, frame: pd.DataFrame) -> pd.Series:
+        return (frame["strategy_a"] != frame["strategy_b"]) | (frame["covariance"] >= 0)
+
+    @pa.dataframe_check(name="variances_never_imputed", error="a variance cannot be imputed")
+    def _variances_given(cls, frame: pd.DataFrame) -> pd.Series:
+        return (frame["strategy_a"] != frame["strategy_b"]) | ~frame["imputed"]
+
+
+class RealizedReturnsTable(_SnapshotRows):
+    """``realized_returns``: one row per strategy and period of each snapshot's realized series."""
+
+    strategy_id: Series[str] = pa.Field(str_matches=_IDENTIFIER)
+    period: Series[int] = pa.Field(le=0)
+    date: Series[pd.Timestamp] = pa.Field(nullable=True)
+    ret: Series[float]
+    recorded_at: Series[_UTC]
+
+    class Config:
+        name = "realized_returns"
+        strict = True
+        coerce = True
+        unique = [*SNAPSHOT_KEY, "strategy_id", "period"]
+
+
+class PortfolioRiskTable(_SnapshotRows):
+    """``portfolio_risk``: one portfolio row, member rows and candidate rows per snapshot; member
+    components sum to the portfolio VaR and ES."""
+
+    computed_at: Series[_UTC]
+    scope: Series[str] = pa.Field(isin=PORTFOLIO_SCOPES)
+    strategy_id: Series[str] = pa.Field(nullable=True, str_matches=_IDENTIFIER)
+    run_id: Series[str] = pa.Field(nullable=True, str_matches=_IDENTIFIER)
+    weight: Series[float] = pa.Field(nullable=True)
+    alpha: Series[float] = pa.Field(gt=0.5, lt=1.0)
+    volatility: Series[float] = pa.Field(ge=0, nullable=True)
+    var: Series[float] = pa.Field(ge=0, nullable=True)
+    es: Series[float] = pa.Field(ge=0, nullable=True)
+    historical_var: Series[float] = pa.Field(ge=0, nullable=True)
+    historical_es: Series[float] = pa.Field(ge=0, nullable=True)
+    historical_periods: Series[pd.Int64Dtype] = pa.Field(ge=0, nullable=True)
+    historical_covered_weight: Series[float] = pa.Field(ge=0, le=1, nullable=True)
+    component_var: Series[float] = pa.Field(nullable=True)
+    component_es: Series[float] = pa.Field(nullable=True)
+    incremental_var: Series[float] = pa.Field(nullable=True)
+    incremental_es: Series[float] = pa.Field(nullable=True)
+    var_with_candidate: Series[float] = pa.Field(ge=0, nullable=True)
+    es_with_candidate: Series[float] = pa.Field(ge=0, nullable=True)
+    variance_source: Series[str] = pa.Field(isin=CANDIDATE_VARIANCE_SOURCES, nullable=True)
+    imputed_pairs: Series[pd.Int64Dtype] = pa.Field(ge=0, nullable=True)
+    is_fallback: Series[bool]
+
+    class Config:
+        name = "portfolio_risk"
+        strict = True
+        coerce = True
+        unique = [*SNAPSHOT_KEY, "scope", "strategy_id"]
+
+    @pa.dataframe_check(name="one_portfolio_row", error="each snapshot has exactly one portfolio row")
+    def _one_portfolio_row(cls, frame: pd.DataFrame) -> pd.Series:
+        count = (frame["scope"] == "portfolio").groupby([frame["world_id"], frame["version"]]).transform("sum")
+        return count == 1
+
+    @pa.dataframe_check(name="components_sum_to_total", error="member component VaR/ES must sum to the portfolio VaR/ES")
+    def _components(cls, frame: pd.DataFrame) -> pd.Series:
+        keys = [frame["world_id"], frame["version"]]
+        members = frame["scope"] == "member"
+        portfolio = frame["scope"] == "portfolio"
+        ok = pd.Series(True, index=frame.index)
+        for component, total in (("component_var", "var"), ("component_es", "es")):
+            summed = frame[component].where(members, 0.0).fillna(0.0).groupby(keys).transform("sum")
+            target = frame[total].where(portfolio).groupby(keys).transform("max")
+            tolerance = COMPONENT_SUM_TOLERANCE * np.maximum(1.0, target.abs().fillna(0.0))
+            ok &= target.isna() | ((summed - target).abs() <= tolerance)
+        return ok
+
+
+class StressResultsTable(_SnapshotRows):
+    """``stress_results``: one row per scenario (and strategy) of each snapshot."""
+
+    scenario: Series[str]
+    strategy_id: Series[str] = pa.Field(nullable=True, str_matches=_IDENTIFIER)
+    max_drawdown: Series[float] = pa.Field(ge=0, nullable=True)
+    var_99: Series[float] = pa.Field(ge=0, nullable=True)
+    es_99: Series[float] = pa.Field(ge=0, nullable=True)
+    shock: Series[float] = pa.Field(nullable=True)
+    stress_pnl: Series[float] = pa.Field(nullable=True)
+    pnl_covered_weight: Series[float] = pa.Field(ge=0, le=1, nullable=True)
+    status: Series[str] = pa.Field(isin=STATUSES, nullable=True)
+    reason: Series[str] = pa.Field(nullable=True)
+    computed_at: Series[_UTC]
+
+    class Config:
+        name = "stress_results"
+        strict = True
+        coerce = True
+        unique = [*SNAPSHOT_KEY, "scenario", "strategy_id"]
+
+
+class LiveMonitoringTable(_SnapshotRows):
+    """``live_monitoring``: one row per strategy and trailing window of each snapshot."""
+
+    strategy_id: Series[str] = pa.Field(str_matches=_IDENTIFIER)
+    window_periods: Series[int] = pa.Field(ge=1)
+    computed_at: Series[_UTC]
+    n_periods: Series[int] = pa.Field(ge=0)
+    realized_sharpe: Series[float] = pa.Field(nullable=True)
+    realized_max_drawdown: Series[float] = pa.Field(ge=0, nullable=True)
+    backtest_sharpe: Series[float] = pa.Field(nullable=True)
+    sharpe_decay_ratio: Series[float] = pa.Field(nullable=True)
+    breach_sharpe: Series[bool]
+    breach_drawdown: Series[bool]
+    breach_decay: Series[bool]
+    demotion_candidate: Series[bool]
+    strategy_demotion_candidate: Series[bool]
+    reason: Series[str] = pa.Field(nullable=True)
+    notes: Series[str] = pa.Field(nullable=True)
+
+    class Config:
+        name = "live_monitoring"
+        strict = True
+        coerce = True
+        unique = [*SNAPSHOT_KEY, "strategy_id", "window_periods"]
+
+    @pa.dataframe_check(name="demotion_follows_breaches", error="demotion_candidate must equal any breach of the window")
+    def _demotion(cls, frame: pd.DataFrame) -> pd.Series:
+        return frame["demotion_candidate"] == (frame["breach_sharpe"] | frame["breach_drawdown"] | frame["breach_decay"])
+
+
+__all__ += [
+    "CovarianceTable",
+    "LiveMonitoringTable",
+    "PortfolioRiskTable",
+    "RealizedReturnsTable",
+    "RiskSnapshotsTable",
+    "SnapshotWeightsTable",
+    "StressResultsTable",
+]
+
+
+class ExtendedRevisionsTable(EvaluationRunHistoryTable):
+    """``evaluation_run_history`` rows the extended validation appends (new revisions of runs
+    whose extended-layer results changed): the history contract under its own name, so the
+    asset's Dagster type is distinct from the run-scoped ``evaluation_run``'s."""
+
+    class Config:
+        name = "extended_revisions"
+        strict = True
+        coerce = True
+        unique = [*RUN_KEY, "revision"]
+
+
+__all__ += ["ExtendedRevisionsTable"]
+
+
+class PolicyDiffTable(pa.DataFrameModel):
+    """``policy_diff``: one row per historical run of a world under its old and new policy
+    version. ``changed`` is true exactly when the status, the recommended stage or a rule flips."""
+
+    world_id: Series[str] = pa.Field(str_matches=_IDENTIFIER)
+    old_policy_version: Series[str] = pa.Field(nullable=True)
+    new_policy_version: Series[str]
+    strategy_id: Series[str] = pa.Field(str_matches=_IDENTIFIER)
+    run_id: Series[str] = pa.Field(str_matches=_IDENTIFIER)
+    stage: Series[str] = pa.Field(isin=RUN_STAGES)
+    changed: Series[bool]
+    old_status: Series[str] = pa.Field(isin=STATUSES)
+    new_status: Series[str] = pa.Field(isin=STATUSES)
+    old_recommended_stage: Series[str] = pa.Field(isin=RECOMMENDED_STAGES)
+    new_recommended_stage: Series[str] = pa.Field(isin=RECOMMENDED_STAGES)
+    status_changed: Series[bool]
+    stage_changed: Series[bool]
+    flipped_rules: Series[object]
+    old_ruleset_hash: Series[str] = pa.Field(nullable=True, str_startswith="sha256:")
+    new_ruleset_hash: Series[str] = pa.Field(nullable=True, str_startswith="sha256:")
+    computed_at: Series[_UTC]
+
+    class Config:
+        name = "policy_diff"
+        strict = True
+        coerce = True
+        unique = RUN_KEY
+
+    @pa.dataframe_check(name="status_changed_matches", error="status_changed must equal old_status != new_status")
+    def _status_changed(cls, frame: pd.DataFrame) -> pd.Series:
+        return frame["status_changed"] == (frame["old_status"] != frame["new_status"])
+
+    @pa.dataframe_check(name="stage_changed_matches", error="stage_changed must equal old != new recommended stage")
+    def _stage_changed(cls, frame: pd.DataFrame) -> pd.Series:
+        return frame["stage_changed"] == (frame["old_recommended_stage"] != frame["new_recommended_stage"])
+
+    @pa.dataframe_check(name="changed_matches", error="changed must be status_changed or stage_changed or a flipped rule")
+    def _changed(cls, frame: pd.DataFrame) -> pd.Series:
+        flipped = frame["flipped_rules"].map(lambda rules: len(rules) > 0 if rules is not None else False)
+        return frame["changed"] == (frame["status_changed"] | frame["stage_changed"] | flipped.astype(bool))
+
+
+__all__ += ["PolicyDiffTable"]

@@ -8,6 +8,7 @@ contract reaches the lake and nothing downstream runs on it.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Iterator, Mapping, NamedTuple
 
 import dagster as dg
@@ -20,7 +21,9 @@ from qmtl_validation.core.contracts import ContractError, validate_frame
 CONTRACT_CHECK = "contract"
 
 
+@functools.cache
 def table_type(model: type[pa.DataFrameModel]) -> dg.DagsterType:
+    """One Dagster type per contract (Dagster refuses two type objects with the same name)."""
     return pandera_schema_to_dagster_type(model)
 
 

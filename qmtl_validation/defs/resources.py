@@ -4,7 +4,8 @@ the lake-backed IO manager. Which roots they point at is decided once, by the pr
 
 
 import datetime as dt
-from typing import Any, Optional, Sequence
+import os
+from typing import Any, Mapping, Optional, Sequence
 
 import dagster as dg
 import pandas as pd
@@ -14,6 +15,7 @@ from pydantic import PrivateAttr
 from qmtl_validation.settings import Settings, load_settings
 from qmtl_validation.warehouse.landing import LandingZone, landing_zone_from_root
 from qmtl_validation.warehouse.lake import Lake
+from qmtl_validation.warehouse.queries import PARTITION_KEY_SQL
 
 
 class LandingZoneResource(dg.ConfigurableResource):
@@ -120,14 +122,37 @@ class LakeIOManager(dg.ConfigurableIOManager):
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
         upstream = context.upstream_output
         table = self._table(upstream.definition_metadata if upstream else None, context.asset_key)
-        keys = list(context.asset_partition_keys) if context.has_asset_partitions else None
-        return self.warehouse.latest(table, keys)
+        if not context.has_asset_partitions:
+            return self.warehouse.latest(table, None)
+        partitions = getattr(context.asset_partitions_def, "name", None)
+        return self.warehouse.latest(
+            table, list(context.asset_partition_keys), key_expression=PARTITION_KEY_SQL[partitions]
+        )
+
+
+def s3_resource_for(settings: Settings, environ: Optional[Mapping[str, str]] = None) -> S3Resource:
+    """The dagster-aws S3 client resource of the prod profile (endpoint and region from settings).
+
+    Secrets are never configuration values: static keys present in the environment are passed as
+    ``dg.EnvVar`` (resolved when a run or tick starts, shown and stored by name only); without
+    them boto3's default chain applies (the task's or instance's IAM role, a profile).
+    """
+    env = os.environ if environ is None else environ
+    credentials: dict[str, Any] = {}
+    if env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"):
+        credentials = {
+            "aws_access_key_id": dg.EnvVar("AWS_ACCESS_KEY_ID"),
+            "aws_secret_access_key": dg.EnvVar("AWS_SECRET_ACCESS_KEY"),
+        }
+        if env.get("AWS_SESSION_TOKEN"):
+            credentials["aws_session_token"] = dg.EnvVar("AWS_SESSION_TOKEN")
+    return S3Resource(endpoint_url=settings.s3_endpoint_url, region_name=settings.s3_region, **credentials)
 
 
 def resources_for(settings: Settings) -> dict[str, Any]:
     """The resources of a deployment profile: local folders in dev, S3 through dagster-aws in
-    prod (credentials from the standard AWS chain, never from configuration)."""
-    s3 = S3Resource(endpoint_url=settings.s3_endpoint_url, region_name=settings.s3_region) if settings.is_prod else None
+    prod (:func:`s3_resource_for`: credentials only through ``dg.EnvVar`` or the AWS chain)."""
+    s3 = s3_resource_for(settings) if settings.is_prod else None
     warehouse = WarehouseResource(s3=s3)
     return {
         "landing": LandingZoneResource(s3=s3),

@@ -15,7 +15,10 @@ from qmtl_validation.warehouse.catalog import _quote_identifier, register_lake_f
 from qmtl_validation.warehouse.lake import Lake
 from qmtl_validation.warehouse.tables import get_table
 
-_RUN_KEY = "world_id || '/' || strategy_id || '/' || run_id"
+RUN_KEY_SQL = "world_id || '/' || strategy_id || '/' || run_id"
+SNAPSHOT_KEY_SQL = "world_id || '/' || version"
+# How each dynamic partitions definition's keys are spelled in the lake tables' columns.
+PARTITION_KEY_SQL = {"evaluation_runs": RUN_KEY_SQL, "risk_snapshots": SNAPSHOT_KEY_SQL, "worlds": "world_id"}
 
 
 def lake_connection(lake: Lake) -> duckdb.DuckDBPyConnection:
@@ -30,7 +33,7 @@ def latest_rows(
     *,
     partition_keys: Sequence[str] | None = None,
     world_id: str | None = None,
-    key_expression: str = _RUN_KEY,
+    key_expression: str = RUN_KEY_SQL,
     latest: bool = True,
     connection: duckdb.DuckDBPyConnection | None = None,
 ) -> pd.DataFrame:
