@@ -634,7 +634,7 @@ _TABLE_LIST: tuple[TableSpec, ...] = (
             ("error", STRING, "Parse or validation error of a rejected policy (names the offending path)."),
             ("ruleset_hashes_json", STRING, "`{stage: ruleset_hash}` of the version resolved for backtest, paper and live (the hash a run of that stage evaluated under it carries)."),
             ("previous_policy_version", STRING, "The world's applied version before this one; null for its first."),
-            ("action", STRING, "What the policy change sensor did: `baseline` (already there when the sensor first ran), `revalidated` (a backfill over the world's runs and a policy diff were launched), `recorded` (the world has no runs yet: policy diff only), `superseded` (a higher version arrived in the same tick), `rejected` (does not parse, never applied), `changed_in_place` (an applied version's file was edited: a rejection; versions are immutable)."),
+            ("action", STRING, "What the policy change sensor did: `baseline` (already there when the sensor first ran), `revalidated` (a backfill over the world's runs and a policy diff were launched), `recorded` (the world has no runs yet: policy diff only), `superseded` (a higher version arrived in the same tick), `rejected` (does not parse, never applied). An edit of a version already seen is not a new row but a `policy_changed_in_place` rejection (versions are immutable)."),
             ("runs_revalidated", BIGINT, "Run partitions the launched backfill covers."),
             ("source_key", STRING, "Landing-zone key of the policy file."),
             ("source_etag", STRING, "Etag or content hash of the policy file."),

@@ -114,6 +114,7 @@ def risk_snapshot_sensor(
     drops = list(intake.registered)
     known = set(context.instance.get_dynamic_partitions(risk_snapshots_partitions.name))
     missing = [key for key in dict.fromkeys(intake.unchanged) if key not in known]
+    missing = missing[: max(0, settings.max_drops_per_tick - len(drops))]
     if missing:  # registered by a tick whose partition request never landed (see run_bundle_sensor)
         registry = registered_drops(lake, SNAPSHOT_KIND)
         drops.extend(

@@ -6,11 +6,11 @@ it lists only the look-back's date prefixes, registers complete new bundles, qua
 and returns one ``SensorResult``: the new partitions and one run of ``validate_runs`` per new
 partition, keyed ``<partition key>:<content token>`` so an identical re-drop never runs twice.
 
-Settings shared by every landing-zone sensor (environment, read when the code location loads,
-except the clock which is read at every tick):
+Settings shared by every landing-zone sensor (environment; the interval is read when the code
+location loads, the others at every tick):
 
 - ``QMTL_SENSOR_INTERVAL_SECONDS`` (default 30): minimum seconds between two ticks of a sensor
-  (benchmarks use 5; tests 0, so every iteration ticks).
+  (benchmarks use 5, tests 1; Dagster reads 0 as its 30 s default, so the floor is 1).
 - ``QMTL_SENSOR_LOOKBACK_DAYS`` (default 14): date prefixes listed per tick are today's and the
   ``N`` days before it. The sample landing zone drops bundles up to 9 days back.
 - ``QMTL_SENSOR_MAX_DROPS_PER_TICK`` (default 200): bundles or snapshots read per tick; the rest
@@ -22,9 +22,10 @@ except the clock which is read at every tick):
 
 The cursor is a small JSON watermark, never a key list: ``{"date": <last UTC date scanned>,
 "lookback_days": .., "prefixes": .., "list_calls": .., "new": .., "unchanged": .., "rejected": ..,
-"conflicts": .., "pending": .., "deferred": .., "taken_in": <running total>}``. When the sensor
-was stopped for longer than the look-back, the next tick scans back to the cursor's date (at most
-``MAX_CATCH_UP_DAYS``), so no drop date is skipped.
+"conflicts": .., "pending": .., "deferred": .., "recovered": .., "taken_in": <running total>,
+"seconds": ..}`` (``recovered``: registered runs re-requested because the instance lacked their
+partition). When the sensor was stopped for longer than the look-back, the next tick scans back to
+the cursor's date (at most ``MAX_CATCH_UP_DAYS``), so no drop date is skipped.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import datetime as dt
 import json
 import os
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -79,7 +81,7 @@ def sensor_settings(environ: Mapping[str, str] | None = None) -> SensorSettings:
     """The landing-zone sensors' settings from the environment (module docstring)."""
     env = os.environ if environ is None else environ
     return SensorSettings(
-        interval_seconds=_int_setting(env, "QMTL_SENSOR_INTERVAL_SECONDS", 30, 0),
+        interval_seconds=_int_setting(env, "QMTL_SENSOR_INTERVAL_SECONDS", 30, 1),
         lookback_days=_int_setting(env, "QMTL_SENSOR_LOOKBACK_DAYS", 14, 0),
         max_drops_per_tick=_int_setting(env, "QMTL_SENSOR_MAX_DROPS_PER_TICK", 200, 1),
     )
@@ -164,6 +166,16 @@ def intake_cursor(
     return json.dumps(counts, sort_keys=True, separators=(",", ":"))
 
 
+def listing_summary(prefixes: list[str], list_calls: int) -> str:
+    span = f"{prefixes[0]} .. {prefixes[-1]}" if prefixes else "nothing"
+    return f"listed {len(prefixes)} date prefixes ({span}) in {list_calls} list calls"
+
+
+def file_label(sensor_name: str) -> str:
+    """A lake file label unique to this tick (the clock may be frozen: the time alone is not)."""
+    return f"{sensor_name}-{uuid.uuid4().hex[:8]}"
+
+
 def run_bundle_run_request(partition_key: str, landing_prefix: str, token: str) -> dg.RunRequest:
     return dg.RunRequest(
         run_key=f"{partition_key}:{token}",
@@ -206,16 +218,17 @@ def run_bundle_sensor(
         now=now,
         sensor="run_bundle_sensor",
     )
-    record_intake(lake, intake, now=now, file_label="run_bundle_sensor")
+    record_intake(lake, intake, now=now, file_label=file_label("run_bundle_sensor"))
     log_rejections(context, intake.rejections)
 
     requests = [run_bundle_run_request(d.partition_key, d.landing_prefix, d.token) for d in intake.registered]
     new_keys = list(intake.partition_keys)
     # A bundle registered in the lake whose partition the instance lacks (a tick that failed
-    # after writing the registry, or a fresh instance over an old lake) is requested again; the
-    # run key keeps it to one run.
+    # after writing the registry, or a fresh instance over an old lake) is requested again, within
+    # the tick's budget; the run key keeps it to one run.
     known_partitions = set(context.instance.get_dynamic_partitions(evaluation_runs_partitions.name))
     missing = [key for key in dict.fromkeys(intake.unchanged) if key not in known_partitions]
+    missing = missing[: max(0, settings.max_drops_per_tick - len(requests))]
     if missing:
         registry = registered_drops(lake, "run_bundle")
         for key in missing:
@@ -226,10 +239,10 @@ def run_bundle_sensor(
 
     summary = intake.summary()
     elapsed = time.perf_counter() - started
-    context.log.info(
-        f"{summary}; listed {len(intake.prefixes)} date prefixes in {zone.list_calls} list calls, {elapsed:.2f} s"
+    context.log.info(f"{summary}; {listing_summary(intake.prefixes, zone.list_calls)}, {elapsed:.2f} s")
+    cursor = intake_cursor(
+        previous, today, lookback, intake, zone.list_calls, recovered=len(missing), seconds=round(elapsed, 3)
     )
-    cursor = intake_cursor(previous, today, lookback, intake, zone.list_calls, seconds=round(elapsed, 3))
     return dg.SensorResult(
         run_requests=requests,
         dynamic_partitions_requests=[evaluation_runs_partitions.build_add_request(new_keys)] if new_keys else [],
