@@ -3,9 +3,10 @@
 Appends one row to a JSONL override log (one JSON object per line, hash-chained; see
 :mod:`qmtl_validation.core.overrides`) and prints it. The default log is
 ``overrides.jsonl`` next to the profile's DuckDB catalog (``data/warehouse/overrides.jsonl`` in
-dev) until the warehouse's ``overrides`` table takes over. The log is locked while it is read and
-appended, so concurrent commands cannot fork the chain; a log whose chain does not verify is
-never appended to.
+dev); every new entry of that default log is also appended to the warehouse's ``overrides``
+table, which reports, the re-review queue and the invariants read. The log is locked while it is
+read and appended, so concurrent commands cannot fork the chain; a log whose chain does not
+verify is never appended to.
 
 Requesting the run's current status is a no-op (exit 0, "unchanged"). An override never changes
 the run's computed status.
@@ -78,6 +79,20 @@ def _print_entry(entry: OverrideEntry, *, now: dt.datetime, log_path: Path, reco
     print(f"log: {log_path} (head {entry.row_hash})")
 
 
+def publish_to_lake(entry: OverrideEntry) -> None:
+    """Append the entry to the warehouse's ``overrides`` table too (one new file, never a
+    rewrite), so reports, the review queue and the invariants see it."""
+    import pandas as pd
+
+    from qmtl_validation.warehouse.lake import Lake
+
+    row = entry.to_dict()
+    if entry.override_status == "approved":
+        row["review_due_at"] = review_item(entry, now=entry.recorded_at).review_due_at
+    stem = f"{entry.recorded_at:%Y%m%dT%H%M%S%fZ}-{entry.row_hash.split(':')[-1][:12]}"
+    Lake.from_settings().write("overrides", pd.DataFrame([row]), world_id=entry.world_id, file_stem=stem)
+
+
 def run(args: argparse.Namespace) -> int:
     log_path = Path(args.log) if args.log else default_log_path()
     now = dt.datetime.now(dt.timezone.utc)
@@ -117,6 +132,8 @@ def run(args: argparse.Namespace) -> int:
             handle.flush()
             os.fsync(handle.fileno())
         shown = entry or log.current(args.world, args.strategy, args.run)
+        if entry is not None and not args.log:
+            publish_to_lake(entry)
 
     if args.json:
         document = {

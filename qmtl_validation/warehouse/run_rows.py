@@ -48,28 +48,37 @@ def partition_keys_of(frame: pd.DataFrame) -> pd.Series:
 
 
 def returns_rows(bundles: Sequence[RunBundle], recorded_at: dt.datetime) -> pd.DataFrame:
-    """Long validated returns: one row per run and date."""
-    frames = []
-    for bundle in bundles:
-        m = bundle.manifest
-        frame = pd.DataFrame(
-            {
-                "date": pd.to_datetime(bundle.returns.index).date,
-                "ret": bundle.returns.to_numpy(dtype=float),
-                "benchmark_ret": (
-                    bundle.benchmark.to_numpy(dtype=float)
-                    if bundle.benchmark is not None
-                    else np.full(len(bundle.returns), np.nan)
-                ),
-            }
-        )
-        frame.insert(0, "run_id", m.run_id)
-        frame.insert(0, "strategy_id", m.strategy_id)
-        frame.insert(0, "world_id", m.world_id)
-        frames.append(frame)
-    out = pd.concat(frames, ignore_index=True) if frames else _empty_returns()
+    """Long validated returns: one row per run and date.
+
+    Built column by column (one concatenation per column, dates as datetime64) rather than one
+    small frame per run: a backfill concatenates 10,000 runs, and per-run frames and Python date
+    objects made this, and the contract check after it, cost far more than the data.
+    """
+    if not bundles:
+        out = _empty_returns()
+        out["recorded_at"] = pd.Timestamp(recorded_at)
+        return out
+    lengths = [len(bundle.returns) for bundle in bundles]
+    columns: dict[str, Any] = _repeated_keys(bundles, lengths)
+    columns["date"] = np.concatenate([bundle.returns.index.to_numpy(dtype="datetime64[ns]") for bundle in bundles])
+    columns["ret"] = np.concatenate([bundle.returns.to_numpy(dtype=float) for bundle in bundles])
+    columns["benchmark_ret"] = np.concatenate(
+        [
+            bundle.benchmark.to_numpy(dtype=float) if bundle.benchmark is not None else np.full(n, np.nan)
+            for bundle, n in zip(bundles, lengths)
+        ]
+    )
+    out = pd.DataFrame(columns)
     out["recorded_at"] = pd.Timestamp(recorded_at)
     return out
+
+
+def _repeated_keys(bundles: Sequence[RunBundle], lengths: Sequence[int]) -> dict[str, np.ndarray]:
+    """``world_id`` / ``strategy_id`` / ``run_id`` of each bundle repeated over its rows."""
+    return {
+        name: np.repeat(np.array([getattr(bundle.manifest, name) for bundle in bundles], dtype=object), lengths)
+        for name in RUN_KEY_COLUMNS
+    }
 
 
 def _empty_returns() -> pd.DataFrame:
@@ -86,26 +95,47 @@ def _empty_returns() -> pd.DataFrame:
 
 
 def trades_rows(bundles: Sequence[RunBundle], recorded_at: dt.datetime) -> pd.DataFrame:
-    """Long validated trades: one row per trade of every run that has a trades log."""
-    frames = []
-    for bundle in bundles:
-        if bundle.trades is None:
-            continue
-        m = bundle.manifest
-        frame = bundle.trades.reindex(columns=list(TRADE_COLUMNS)).copy()
-        frame.insert(0, "run_id", m.run_id)
-        frame.insert(0, "strategy_id", m.strategy_id)
-        frame.insert(0, "world_id", m.world_id)
-        frames.append(frame)
-    if frames:
-        out = pd.concat(frames, ignore_index=True)
-    else:
+    """Long validated trades: one row per trade of every run that has a trades log (built column
+    by column, as :func:`returns_rows`; optional columns a log lacks are null)."""
+    logs = [(bundle, bundle.trades) for bundle in bundles if bundle.trades is not None]
+    if not logs:
         out = pd.DataFrame({c: pd.Series(dtype=object) for c in (*RUN_KEY_COLUMNS, *TRADE_COLUMNS)})
-    for column in ("qty", "price", "notional", "adv_notional", "bar_volume"):
-        out[column] = pd.to_numeric(out[column], errors="raise").astype(float)
-    out["ts"] = pd.to_datetime(out["ts"], utc=True)
+        for column in ("qty", "price", "notional", "adv_notional", "bar_volume"):
+            out[column] = pd.to_numeric(out[column], errors="raise").astype(float)
+        out["ts"] = pd.to_datetime(out["ts"], utc=True)
+        out["recorded_at"] = pd.Timestamp(recorded_at)
+        return out
+    lengths = [len(log) for _, log in logs]
+    columns: dict[str, Any] = _repeated_keys([bundle for bundle, _ in logs], lengths)
+    for column in TRADE_COLUMNS:
+        if column == "ts":
+            columns["ts"] = pd.DatetimeIndex(np.concatenate([_utc_nanoseconds(log["ts"]) for _, log in logs]), tz="UTC")
+        elif column in ("symbol", "side"):
+            columns[column] = np.concatenate(
+                [log[column].to_numpy(dtype=object) if column in log.columns else np.full(n, np.nan, dtype=object)
+                 for (_, log), n in zip(logs, lengths)]
+            )
+        else:
+            columns[column] = np.concatenate(
+                [_floats(log[column]) if column in log.columns else np.full(n, np.nan)
+                 for (_, log), n in zip(logs, lengths)]
+            )
+    out = pd.DataFrame(columns)
     out["recorded_at"] = pd.Timestamp(recorded_at)
     return out
+
+
+def _utc_nanoseconds(stamps: pd.Series) -> np.ndarray:
+    """UTC instants as datetime64[ns] (naive values are UTC), without a parse when already typed."""
+    if isinstance(stamps.dtype, pd.DatetimeTZDtype):
+        return stamps.dt.tz_convert("UTC").array.tz_localize(None).to_numpy(dtype="datetime64[ns]")
+    return pd.to_datetime(stamps, utc=True).dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
+
+
+def _floats(values: pd.Series) -> np.ndarray:
+    if values.dtype == np.float64:
+        return values.to_numpy()
+    return pd.to_numeric(values, errors="raise").to_numpy(dtype=float)
 
 
 def manifest_rows(
@@ -313,30 +343,29 @@ def rule_rows(
 
 
 def evaluations_from_rule_rows(frame: pd.DataFrame) -> dict[str, dict[str, Any]]:
-    """Inverse of :func:`rule_rows`: ``{partition key: EvaluationResult dict}``."""
+    """Inverse of :func:`rule_rows`: ``{partition key: EvaluationResult dict}`` (runs in order of
+    first appearance, each run's rules in row order; one pass over the rows, no per-run frames)."""
     out: dict[str, dict[str, Any]] = {}
-    keys = partition_keys_of(frame)
-    for key, group in frame.groupby(keys, sort=False):
-        first = group.iloc[0]
-        out[key] = {
-            "validation": {
-                "policy_version": _none_if_nan(first["policy_version"]),
-                "ruleset_hash": _none_if_nan(first["ruleset_hash"]),
-                "profile": _none_if_nan(first["profile"]),
-                "results": {
-                    row.rule: {
-                        "status": row.status,
-                        "severity": row.severity,
-                        "owner": row.owner,
-                        "reason_code": row.reason_code,
-                        "reason": row.reason,
-                        "tags": list(row.tags) if row.tags is not None else [],
-                        "details": json.loads(row.details_json),
-                    }
-                    for row in group.itertuples(index=False)
+    for key, row in zip(partition_keys_of(frame), frame.itertuples(index=False), strict=True):
+        evaluation = out.get(key)
+        if evaluation is None:
+            evaluation = out[key] = {
+                "validation": {
+                    "policy_version": _none_if_nan(row.policy_version),
+                    "ruleset_hash": _none_if_nan(row.ruleset_hash),
+                    "profile": _none_if_nan(row.profile),
+                    "results": {},
                 },
-            },
-            "summary": {"status": first["run_status"], "recommended_stage": first["recommended_stage"]},
+                "summary": {"status": row.run_status, "recommended_stage": row.recommended_stage},
+            }
+        evaluation["validation"]["results"][row.rule] = {
+            "status": row.status,
+            "severity": row.severity,
+            "owner": row.owner,
+            "reason_code": row.reason_code,
+            "reason": row.reason,
+            "tags": list(row.tags) if row.tags is not None else [],
+            "details": json.loads(row.details_json),
         }
     return out
 
@@ -451,6 +480,15 @@ def records_from_history(history: pd.DataFrame) -> dict[str, dict[str, Any]]:
     }
 
 
+def rows_of_runs(frame: pd.DataFrame, partition_keys: Iterable[str]) -> pd.DataFrame:
+    """The rows of ``frame`` that belong to the given runs (filtered on ``run_id`` first, so the
+    keys are only built for those rows, not for millions)."""
+    wanted = set(partition_keys)
+    run_ids = {split_run_partition_key(key)[2] for key in wanted}
+    candidates = frame[frame["run_id"].isin(run_ids)]
+    return candidates[partition_keys_of(candidates).isin(wanted).to_numpy()]
+
+
 def returns_by_run(frame: pd.DataFrame) -> dict[str, pd.Series]:
     """partition key → that run's returns as a Series indexed by date (for the report pictures)."""
     if frame.empty:
@@ -463,16 +501,31 @@ def returns_by_run(frame: pd.DataFrame) -> dict[str, pd.Series]:
     }
 
 
+def override_entries(overrides: pd.DataFrame) -> list[Any]:
+    """``OverrideEntry`` objects of ``overrides`` table rows, in log order (the table's extra,
+    derived columns such as ``review_due_at`` are dropped: the entry recomputes them)."""
+    from qmtl_validation.core.overrides import ROW_FIELDS, OverrideEntry
+
+    if overrides.empty:
+        return []
+    rows = overrides.sort_values("recorded_at").to_dict("records")
+    return [
+        OverrideEntry.from_dict({k: (None if _is_missing(row.get(k)) else row.get(k)) for k in ROW_FIELDS})
+        for row in rows
+    ]
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (not isinstance(value, (str, bool, list, dict)) and pd.isna(value))
+
+
 def review_items_by_run(overrides: pd.DataFrame, now: dt.datetime) -> dict[str, list[dict[str, Any]]]:
     """partition key → the run's override rows for its report, approvals with their re-review
     due date and overdue flag (``core.overrides.review_item``)."""
-    from qmtl_validation.core.overrides import OverrideEntry, review_item
+    from qmtl_validation.core.overrides import review_item
 
     out: dict[str, list[dict[str, Any]]] = {}
-    if overrides.empty:
-        return out
-    for row in overrides.sort_values("recorded_at").to_dict("records"):
-        entry = OverrideEntry.from_dict(row)
+    for entry in override_entries(overrides):
         item = entry.to_dict()
         if entry.override_status == "approved":
             item.update(review_item(entry, now=now).to_dict())

@@ -63,7 +63,7 @@ def validation_invariants(
             records,
             current_policy_version=loaded.version if loaded else None,
             now=now,
-            overrides=overrides.to_dict("records"),
+            overrides=run_rows.override_entries(overrides),
             world_id=world_id,
         ).to_dict()
         for field, invariant in INVARIANTS.items():
