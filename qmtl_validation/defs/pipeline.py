@@ -58,25 +58,43 @@ def register_run_partitions(
     return registered, intake
 
 
-def make_contiguous(instance: dg.DagsterInstance, keys: Sequence[str]) -> list[str]:
+def make_contiguous(
+    instance: dg.DagsterInstance, keys: Sequence[str], partitions_name: str = RUNS_PARTITIONS
+) -> list[str]:
     """Reorder so ``keys`` form one range of the partition order; returns them in that order."""
-    order = list(instance.get_dynamic_partitions(RUNS_PARTITIONS))
+    order = list(instance.get_dynamic_partitions(partitions_name))
     wanted = set(keys)
     unknown = wanted.difference(order)
     if unknown:
-        raise ValueError(f"not run partitions: {sorted(unknown)[:3]}")
-    positions = [i for i, key in enumerate(order) if key in wanted]
-    ordered = [order[i] for i in positions]
-    if positions and positions[-1] - positions[0] + 1 == len(positions):
+        raise ValueError(f"not {partitions_name} partitions: {sorted(unknown)[:3]}")
+    ordered = [key for key in order if key in wanted]
+    if is_contiguous(order, ordered):
         return ordered
     for key in ordered:
-        instance.delete_dynamic_partition(RUNS_PARTITIONS, key)
-    instance.add_dynamic_partitions(RUNS_PARTITIONS, ordered)
+        instance.delete_dynamic_partition(partitions_name, key)
+    instance.add_dynamic_partitions(partitions_name, ordered)
     return ordered
 
 
 def range_tags(keys: Sequence[str]) -> dict[str, str]:
     return {ASSET_PARTITION_RANGE_START_TAG: keys[0], ASSET_PARTITION_RANGE_END_TAG: keys[-1]}
+
+
+def run_range(
+    job: dg.JobDefinition,
+    instance: dg.DagsterInstance,
+    ordered_keys: Sequence[str],
+    tags: dict[str, str] | None,
+    log_level: str,
+    raise_on_error: bool,
+) -> dg.ExecuteInProcessResult:
+    """Execute ``job`` in-process as one run over the partition range of ``ordered_keys``."""
+    return job.execute_in_process(
+        instance=instance,
+        tags={**(tags or {}), **range_tags(ordered_keys)},
+        run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+        raise_on_error=raise_on_error,
+    )
 
 
 def materialize_runs(
@@ -91,13 +109,7 @@ def materialize_runs(
     from qmtl_validation.definitions import defs
 
     ordered = make_contiguous(instance, keys)
-    job = defs.resolve_job_def("validate_runs")
-    return job.execute_in_process(
-        instance=instance,
-        tags={**(tags or {}), **range_tags(ordered)},
-        run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
-        raise_on_error=raise_on_error,
-    )
+    return run_range(defs.resolve_job_def("validate_runs"), instance, ordered, tags, log_level, raise_on_error)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -138,23 +150,6 @@ def register_snapshot_partitions(
     return list(instance.get_dynamic_partitions(risk_snapshots_partitions.name)), intake
 
 
-def make_contiguous_in(instance: dg.DagsterInstance, partitions_name: str, keys: Sequence[str]) -> list[str]:
-    """:func:`make_contiguous` for any dynamic partitions definition (by name)."""
-    order = list(instance.get_dynamic_partitions(partitions_name))
-    wanted = set(keys)
-    unknown = wanted.difference(order)
-    if unknown:
-        raise ValueError(f"not {partitions_name} partitions: {sorted(unknown)[:3]}")
-    positions = [i for i, key in enumerate(order) if key in wanted]
-    ordered = [order[i] for i in positions]
-    if positions and positions[-1] - positions[0] + 1 == len(positions):
-        return ordered
-    for key in ordered:
-        instance.delete_dynamic_partition(partitions_name, key)
-    instance.add_dynamic_partitions(partitions_name, ordered)
-    return ordered
-
-
 def materialize_snapshots(
     instance: dg.DagsterInstance,
     keys: Sequence[str],
@@ -168,14 +163,8 @@ def materialize_snapshots(
     from qmtl_validation.defs.risk_hub.definitions import VALIDATE_SNAPSHOTS_JOB
     from qmtl_validation.defs.risk_hub.partitions import risk_snapshots_partitions
 
-    ordered = make_contiguous_in(instance, risk_snapshots_partitions.name, keys)
-    job = defs.resolve_job_def(VALIDATE_SNAPSHOTS_JOB)
-    return job.execute_in_process(
-        instance=instance,
-        tags={**(tags or {}), **range_tags(ordered)},
-        run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
-        raise_on_error=raise_on_error,
-    )
+    ordered = make_contiguous(instance, keys, risk_snapshots_partitions.name)
+    return run_range(defs.resolve_job_def(VALIDATE_SNAPSHOTS_JOB), instance, ordered, tags, log_level, raise_on_error)
 
 
 def materialize_fallbacks(
@@ -195,14 +184,8 @@ def materialize_fallbacks(
     missing = [w for w in world_ids if w not in known]
     if missing:
         instance.add_dynamic_partitions(worlds_partitions.name, missing)
-    ordered = make_contiguous_in(instance, worlds_partitions.name, world_ids)
-    job = defs.resolve_job_def(FALLBACK_JOB)
-    return job.execute_in_process(
-        instance=instance,
-        tags={**(tags or {}), **range_tags(ordered)},
-        run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
-        raise_on_error=raise_on_error,
-    )
+    ordered = make_contiguous(instance, world_ids, worlds_partitions.name)
+    return run_range(defs.resolve_job_def(FALLBACK_JOB), instance, ordered, tags, log_level, raise_on_error)
 
 
 # ---------------------------------------------------------------------------------------------
