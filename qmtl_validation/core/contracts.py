@@ -830,6 +830,9 @@ class EvaluationRunHistoryTable(_RunRows):
     policy_version: Series[str] = pa.Field(nullable=True)
     ruleset_hash: Series[str] = pa.Field(nullable=True)
     model_card_version: Series[str] = pa.Field(nullable=True)
+    submitted_at: Series[_UTC]
+    campaign_id: Series[str] = pa.Field(nullable=True)
+    pipeline_run_id: Series[str] = pa.Field(nullable=True)
     payload_json: Series[str]
 
     class Config:

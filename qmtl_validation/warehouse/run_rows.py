@@ -389,6 +389,9 @@ HISTORY_COLUMNS = (
     "policy_version",
     "ruleset_hash",
     "model_card_version",
+    "submitted_at",
+    "campaign_id",
+    "pipeline_run_id",
     "payload_json",
 )
 
@@ -429,8 +432,11 @@ def run_record(
     }
 
 
-def history_rows(records: Iterable[Mapping[str, Any]], recorded_at: dt.datetime) -> pd.DataFrame:
-    """``evaluation_run_history`` rows: one per run revision, the full record as JSON."""
+def history_rows(
+    records: Iterable[Mapping[str, Any]], recorded_at: dt.datetime, pipeline_run_id: str | None = None
+) -> pd.DataFrame:
+    """``evaluation_run_history`` rows: one per run revision, the full record as JSON;
+    ``pipeline_run_id`` is the Dagster run that wrote them."""
     rows = []
     for record in records:
         validation = record["validation"]
@@ -451,6 +457,9 @@ def history_rows(records: Iterable[Mapping[str, Any]], recorded_at: dt.datetime)
                 validation.get("policy_version"),
                 validation.get("ruleset_hash"),
                 record.get("model_card_version"),
+                pd.Timestamp(record["submitted_at"]),
+                record.get("campaign_id"),
+                pipeline_run_id,
                 canonical_json(record),
             )
         )

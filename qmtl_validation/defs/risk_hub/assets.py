@@ -787,7 +787,7 @@ def extended_validation(
         }
     new_records = [r for o in outcomes for r in o.records]
     try:
-        history, rules = revision_frames(new_records, recorded_at)
+        history, rules = revision_frames(new_records, recorded_at, context.run_id)
     except ContractError as error:
         yield from _failed_checks(["extended_validation"], [str(p) for p in error.problems])
         raise dg.Failure(description=f"extended revisions break the contract, nothing written:\n{error}")
@@ -1007,7 +1007,7 @@ def risk_snapshot_fallback(context: dg.AssetExecutionContext, landing: LandingZo
         validate_frame(contracts.PortfolioRiskTable, portfolio_frame, source="fallback_portfolio_risk")
         weights = validate_frame(contracts.SnapshotWeightsTable, concat(weight_frames, rows.WEIGHT_COLUMNS), source="snapshot_weights")
         covariance = validate_frame(contracts.CovarianceTable, concat(covariance_frames, rows.COVARIANCE_COLUMNS), source="covariance")
-        history, rules = revision_frames(new_records, recorded_at)
+        history, rules = revision_frames(new_records, recorded_at, context.run_id)
     except ContractError as error:
         yield from _failed_checks(["risk_snapshot_fallback"], [str(p) for p in error.problems])
         raise dg.Failure(description=f"fallback rows break a contract, nothing written:\n{error}")

@@ -109,11 +109,11 @@ def extended_revisions(
 
 
 def revision_frames(
-    records: Sequence[Mapping[str, Any]], recorded_at: dt.datetime
+    records: Sequence[Mapping[str, Any]], recorded_at: dt.datetime, pipeline_run_id: str | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(``evaluation_run_history`` rows, ``rule_results`` rows) of new revisions, both checked
     against their contracts (raises ``ContractError``)."""
-    history = run_rows.history_rows(records, recorded_at)
+    history = run_rows.history_rows(records, recorded_at, pipeline_run_id)
     rules = run_rows.rule_rows(
         {run_key(r): {"validation": r["validation"], "summary": r["summary"]} for r in records},
         {run_key(r): int(r["revision"]) for r in records},

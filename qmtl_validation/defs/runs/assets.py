@@ -9,6 +9,7 @@ Dagster run, each still one vectorised pass), to spread a backfill over machines
 
 
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import dagster as dg
@@ -58,6 +59,7 @@ REASON_TAG = "qmtl/reason"
 # Pictures cost ~0.1 s per run; a backfill over thousands of runs writes them for the first few
 # and text-only reports for the rest (`qmtl-validation report` renders any run with pictures).
 MAX_RUNS_WITH_CHARTS = 20
+REPORT_WRITERS = 8
 
 
 def _out(name: str, model: Any, description: str) -> dg.AssetOut:
@@ -315,7 +317,7 @@ def evaluation_run(
                 created_at=created_at,
             )
         )
-    frame = run_rows.history_rows(records, recorded_at)
+    frame = run_rows.history_rows(records, recorded_at, context.run_id)
     warehouse.record_run_events(records, recorded_at)
     yield from validated_outputs(
         TableOutput(
@@ -355,27 +357,35 @@ def validation_report(
     cards = ModelCards(landing.zone())
     overrides = run_rows.review_items_by_run(warehouse.latest("overrides", keys, latest=False), now_utc())
     with_charts = set(keys[:MAX_RUNS_WITH_CHARTS])
-    returns = run_rows.returns_by_run(strategy_returns) if with_charts else {}
+    chart_rows = run_rows.rows_of_runs(strategy_returns, with_charts)
+    returns = run_rows.returns_by_run(chart_rows) if with_charts else {}
     generated_at = now_utc()
-    rows, preview, picture = [], None, None
-    for key in keys:
-        record = records[key]
-        card = cards.get(record["strategy_id"])
-        files = render_validation_report_files(
-            record,
-            {"validation": record["validation"], "summary": record["summary"]},
-            record["metrics"],
-            card,
-            overrides.get(key, []),
-            returns=returns.get(key) if key in with_charts else None,
-            generated_at=generated_at,
-        )
-        folder = run_report_dir("", record["world_id"], record["strategy_id"], record["run_id"])
-        written = warehouse.write_report_files(folder.as_posix(), files)
-        rows.append(run_rows.report_row(record, written, card is not None, generated_at))
-        if preview is None:
-            preview = files[REPORT_MARKDOWN].decode("utf-8")
-            picture = files.get(EQUITY_PNG)
+    preview, picture, pending = None, None, []
+    # Files are written by a few threads while the next reports render: a write mostly waits on
+    # the disk (fsync) or on S3, and a backfill writes two files for each of thousands of runs.
+    with ThreadPoolExecutor(max_workers=REPORT_WRITERS) as writers:
+        for key in keys:
+            record = records[key]
+            card = cards.get(record["strategy_id"])
+            files = render_validation_report_files(
+                record,
+                {"validation": record["validation"], "summary": record["summary"]},
+                record["metrics"],
+                card,
+                overrides.get(key, []),
+                returns=returns.get(key) if key in with_charts else None,
+                generated_at=generated_at,
+            )
+            folder = run_report_dir("", record["world_id"], record["strategy_id"], record["run_id"])
+            written = writers.submit(warehouse.write_report_files, folder.as_posix(), files)
+            pending.append((record, written, card is not None))
+            if preview is None:
+                preview = files[REPORT_MARKDOWN].decode("utf-8")
+                picture = files.get(EQUITY_PNG)
+        rows = [
+            run_rows.report_row(record, written.result(), has_card, generated_at)
+            for record, written, has_card in pending
+        ]
     frame = pd.DataFrame(rows, columns=list(run_rows.REPORT_COLUMNS))
     metadata: dict[str, Any] = {
         "reports": len(frame),
