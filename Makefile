@@ -6,7 +6,7 @@ UV := $(or $(shell command -v uv 2>/dev/null),.tools/bin/uv)
 SYNCED := $(VENV)/.synced-$(shell cksum uv.lock | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: install test demo dev bench check-definitions clean
+.PHONY: install test demo dev bench check-definitions clean docs docs-check
 
 install: $(SYNCED)
 
@@ -28,8 +28,22 @@ test: $(SYNCED) check-definitions
 demo: $(SYNCED)
 	$(BIN)/python -m qmtl_validation.demo
 
+# The lineage UI and the daemon on the dev profile (root dagster.yaml: instance under .dagster_home/,
+# landing zone data/landing/, lake data/warehouse/): the landing-zone sensors are on by default, so
+# a bundle dropped into data/landing/runs/<today>/... shows up as a run. DEV_ARGS e.g. "-p 3001".
+DEV_ARGS ?=
 dev: $(SYNCED)
-	$(BIN)/dagster dev
+	mkdir -p data/landing
+	unset DAGSTER_HOME; QMTL_PROFILE=dev $(BIN)/dagster dev -w workspace.yaml $(DEV_ARGS)
+
+# Regenerate the generated reference pages (docs/POLICY_DSL.md, WAREHOUSE.md, CLI.md) from the code.
+docs: $(SYNCED)
+	$(BIN)/python -m qmtl_validation.docs_gen
+
+# The generated pages are current, and every command shown in README.md and docs/ runs as written.
+docs-check: $(SYNCED)
+	$(BIN)/python -m qmtl_validation.docs_gen --check
+	$(BIN)/python -m pytest qmtl_validation_tests/docs -q $(PYTEST_ARGS)
 
 bench: $(SYNCED)
 	$(BIN)/python -m bench

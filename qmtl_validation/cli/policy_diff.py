@@ -1,11 +1,12 @@
 """``qmtl-validation policy-diff``: what a policy change would flip across historical runs.
 
     qmtl-validation policy-diff --old policies/w/3.yaml --new policies/w/4.yaml \\
-        --runs history/ more_runs.json [--stage backtest] [--threshold 0.05] [--json] [--all]
+        (--world w | --runs history/ more_runs.json) [--stage backtest] [--threshold 0.05] [--json] [--all]
 
-Each runs file is a JSON list of ``{world_id, strategy_id, run_id, metrics, [stage], [context]}``
-records; a folder means every ``*.json`` directly inside it. Runs without a ``stage`` are
-evaluated at ``--stage``. Prints a table of the runs that change (``--all``: every run) and a
+``--world`` takes the world's runs from the warehouse catalog (each run's latest metrics, stage,
+submission time, data end and risk tier, as the pipeline evaluated them). Each ``--runs`` file is
+a JSON list of ``{world_id, strategy_id, run_id, metrics, [stage], [context]}`` records; a folder
+means every ``*.json`` directly inside it. Runs without a ``stage`` are evaluated at ``--stage``. Prints a table of the runs that change (``--all``: every run) and a
 summary, or one JSON document with ``--json``. Exit code 2 when the impact ratio (changed runs /
 runs) is above ``--threshold``, else 0.
 """
@@ -17,6 +18,7 @@ import json
 from typing import Any
 
 from qmtl_validation.cli import CliError
+from qmtl_validation.cli.progress import progress_iter
 from qmtl_validation.core.policy import load_policy
 from qmtl_validation.core.policy_diff import PolicyDiff, diff_policies, load_runs
 
@@ -30,12 +32,53 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--old", required=True, metavar="FILE", help="current policy YAML")
     parser.add_argument("--new", required=True, metavar="FILE", help="proposed policy YAML")
-    parser.add_argument("--runs", required=True, nargs="+", metavar="FILE_OR_DIR", help="run record JSON files or folders of them")
+    runs = parser.add_mutually_exclusive_group(required=True)
+    runs.add_argument("--world", metavar="WORLD", help="every run of WORLD in the warehouse catalog")
+    runs.add_argument("--runs", nargs="+", metavar="FILE_OR_DIR", help="run record JSON files or folders of them")
+    parser.add_argument("--catalog", metavar="FILE", help="catalog for --world (default: the profile's catalog_path)")
     parser.add_argument("--stage", default="backtest", help="stage for runs that do not name one (default: backtest)")
     parser.add_argument("--threshold", type=float, default=0.05, help="largest acceptable impact ratio (default: 0.05)")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.add_argument("--all", action="store_true", help="list every run, not only the ones that change")
     parser.set_defaults(handler=run)
+
+
+def world_runs(world_id: str, catalog: str | None) -> list[dict[str, Any]]:
+    """Run records of ``world_id`` from the catalog: latest revision's metrics and stage, with
+    the context the pipeline evaluated them with (submission time, data end, risk tier)."""
+    from qmtl_validation.cli.report import _frame, open_catalog
+    from qmtl_validation.core.identifiers import InvalidIdentifierError, check_identifier
+
+    try:
+        check_identifier(world_id, "world_id")
+    except InvalidIdentifierError as exc:
+        raise CliError(str(exc), 2) from None
+    connection = open_catalog(catalog)
+    try:
+        frame = _frame(
+            connection,
+            "SELECT e.payload_json, m.data_end FROM evaluation_runs e "
+            "LEFT JOIN run_manifests_latest m USING (world_id, strategy_id, run_id) "
+            "WHERE e.world_id = ? ORDER BY e.strategy_id, e.run_id",
+            [world_id],
+        )
+    finally:
+        connection.close()
+    records = []
+    for payload, data_end in zip(frame["payload_json"], frame["data_end"]):
+        record = json.loads(payload)
+        context = {"submitted_at": record.get("submitted_at"), "risk_tier": record.get("risk_tier")}
+        if data_end is not None and data_end == data_end:  # NaT/NaN when the manifest is missing
+            context["data_end"] = data_end.date() if hasattr(data_end, "date") else data_end
+        records.append({
+            "world_id": record.get("world_id"),
+            "strategy_id": record.get("strategy_id"),
+            "run_id": record.get("run_id"),
+            "metrics": record.get("metrics"),
+            "stage": record.get("stage"),
+            "context": {k: v for k, v in context.items() if v is not None},
+        })
+    return records
 
 
 def _arrow(old: Any, new: Any) -> str:
@@ -77,8 +120,11 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--threshold must be between 0 and 1, got {args.threshold}", 2)
     old = load_policy(args.old)
     new = load_policy(args.new)
-    runs = load_runs(args.runs)
-    diff = diff_policies(runs, old, new, stage=args.stage)
+    runs = world_runs(args.world, args.catalog) if args.world else load_runs(args.runs)
+    if not runs:
+        raise CliError("no runs to compare" + (f": world {args.world} has no runs in the catalog" if args.world else ""))
+    tracked = progress_iter(runs, "evaluating runs under both policies", enabled=not args.json, unit="runs")
+    diff = diff_policies(tracked, old, new, stage=args.stage)
     exceeded = diff.impact_ratio > args.threshold
     if args.json:
         document = diff.to_dict()

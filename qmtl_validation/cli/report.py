@@ -1,8 +1,18 @@
-"""``qmtl-validation report``: render one run's validation report to files.
+"""``qmtl-validation report``: render validation reports and the world overview pages to files.
 
-Input today is a run file (``--run-json``); the warehouse-backed source (``--world W --run R``,
-reading the lake) plugs in as one more entry of ``SOURCES``: a loader from parsed arguments to
-:class:`ReportInputs` plus its option in the ``source`` group.
+Three ways in:
+
+- ``--run WORLD/STRATEGY/RUN`` (or ``WORLD/STRATEGY``: the strategy's latest run by submission
+  time): one run from the warehouse catalog (its latest revision, its returns for the pictures,
+  its overrides, its model card from the landing zone). The pipeline
+  draws pictures only for the first runs of a large backfill; this renders any run with them.
+- ``--run-json FILE``: one run from a run file (shape below), no warehouse needed.
+- ``--overview``: ``<report root>/<world>/_overview.html`` for every world in the catalog (runs
+  by status and recommended stage, open freshness breaches, overdue override reviews) and
+  ``<report root>/index.html`` linking them: open ``index.html`` in a browser.
+
+The sources are the entries of ``SOURCES`` (a loader from parsed arguments to
+:class:`ReportInputs` plus its option in the ``source`` group).
 
 Run file shape (JSON object)::
 
@@ -51,7 +61,10 @@ run file (JSON object):
                 review_due_at, review_overdue}]
   model_card  optional card fields (--model-card wins)
 
-example:
+examples:
+  qmtl-validation report --run alpha_core/ac_trend_01/bt-20240501-0001
+  qmtl-validation report --run alpha_core/ac_trend_01          (its latest run)
+  qmtl-validation report --overview
   qmtl-validation report --run-json run.json --returns returns.csv --out reports/
 """
 
@@ -149,8 +162,119 @@ def _from_run_json(args: argparse.Namespace) -> ReportInputs:
     return load_run_json(Path(args.run_json))
 
 
+def open_catalog(catalog: str | None) -> Any:
+    """The profile's DuckDB catalog (or ``catalog``), read-only; a missing one is a CliError."""
+    import duckdb
+
+    from qmtl_validation.settings import load_settings
+    from qmtl_validation.warehouse.catalog import connect_catalog
+
+    settings = load_settings()
+    path = catalog or settings.catalog_path
+    try:
+        return connect_catalog(path, read_only=True, endpoint_url=settings.s3_endpoint_url,
+                               region=settings.s3_region)
+    except FileNotFoundError as exc:
+        raise CliError(f"{exc}; `make demo` builds one from the sample") from None
+    except duckdb.Error as exc:
+        raise CliError(f"cannot open catalog {path}: {str(exc).splitlines()[0]}") from None
+
+
+def _frame(connection: Any, sql: str, params: list[Any], *, optional: bool = False) -> Any:
+    """Query result as a DataFrame; an ``optional`` table that cannot be read is empty."""
+    import duckdb
+    import pandas as pd
+
+    try:
+        return connection.execute(sql, params).df()
+    except duckdb.Error as exc:
+        if optional:
+            return pd.DataFrame()
+        raise CliError(f"catalog query failed: {str(exc).splitlines()[0]}") from None
+
+
+def split_run_key(key: str) -> tuple[str, ...]:
+    """``world/strategy/run`` (or ``world/strategy``: its latest run) into checked identifiers
+    (a CliError, exit 2, if not)."""
+    from qmtl_validation.core.identifiers import InvalidIdentifierError, check_identifier
+
+    parts = key.strip("/").split("/")
+    if len(parts) not in (2, 3):
+        raise CliError(f"--run {key!r}: expected WORLD/STRATEGY/RUN (or WORLD/STRATEGY for its latest run)", 2)
+    try:
+        return tuple(check_identifier(p, n) for p, n in zip(parts, ("world_id", "strategy_id", "run_id")))
+    except InvalidIdentifierError as exc:
+        raise CliError(f"--run {key!r}: {exc}", 2) from None
+
+
+def _from_warehouse(args: argparse.Namespace) -> ReportInputs:
+    import pandas as pd
+
+    from qmtl_validation.warehouse import run_rows
+
+    parts = split_run_key(args.run)
+    connection = open_catalog(args.catalog)
+    try:
+        found = _frame(
+            connection,
+            "SELECT run_id, payload_json FROM evaluation_runs WHERE world_id = ? AND strategy_id = ? "
+            + ("AND run_id = ? " if len(parts) == 3 else "")
+            + "ORDER BY submitted_at DESC NULLS LAST, run_id DESC LIMIT 1",
+            list(parts),
+        )
+        if found.empty:
+            raise CliError(
+                f"run {'/'.join(parts)} is not in the catalog; list the runs with: "
+                "qmtl-validation sql \"select world_id, strategy_id, run_id from evaluation_runs\""
+            )
+        world, strategy, run_id = parts[0], parts[1], str(found["run_id"].iloc[0])
+        params = [world, strategy, run_id]
+        where = "world_id = ? AND strategy_id = ? AND run_id = ?"
+        returns = _frame(
+            connection,
+            f"SELECT date, ret, benchmark_ret FROM strategy_returns WHERE {where} "
+            "QUALIFY recorded_at = max(recorded_at) OVER () ORDER BY date",
+            params,
+            optional=True,
+        )
+        overrides = _frame(connection, f"SELECT * FROM overrides WHERE {where}", params, optional=True)
+    finally:
+        connection.close()
+    record = json.loads(found["payload_json"].iloc[0])
+    series = None
+    if not returns.empty:
+        columns = ["ret"] + (["benchmark_ret"] if returns["benchmark_ret"].notna().any() else [])
+        series = returns.assign(date=pd.to_datetime(returns["date"])).set_index("date")[columns]
+    now = dt.datetime.now(dt.timezone.utc)
+    items = run_rows.review_items_by_run(overrides, now).get(f"{world}/{strategy}/{run_id}", []) if len(overrides) else []
+    return ReportInputs(
+        run=record,
+        evaluation={"validation": record.get("validation"), "summary": record.get("summary")},
+        metrics=record.get("metrics") or {},
+        overrides=items,
+        model_card=None if args.model_card else _landing_model_card(strategy),
+        returns=series,
+    )
+
+
+def _landing_model_card(strategy_id: str) -> Any:
+    """The strategy's card from the profile's landing zone (None when absent or unreadable)."""
+    from qmtl_validation.settings import load_settings
+    from qmtl_validation.warehouse.documents import ModelCards
+    from qmtl_validation.warehouse.landing import landing_zone_from_root
+
+    settings = load_settings()
+    try:
+        zone = landing_zone_from_root(settings.landing_root, endpoint_url=settings.s3_endpoint_url,
+                                      region=settings.s3_region)
+        return ModelCards(zone).get(strategy_id)
+    except (OSError, ValueError):
+        return None
+
+
 # Input sources: (argument dest, loader). Exactly one is given on the command line.
 SOURCES: dict[str, Callable[[argparse.Namespace], ReportInputs]] = {
+    "run": _from_warehouse,
     "run_json": _from_run_json,
 }
 
@@ -166,7 +290,7 @@ def resolve_inputs(args: argparse.Namespace) -> ReportInputs:
 
     chosen = [dest for dest in SOURCES if getattr(args, dest, None)]
     if len(chosen) != 1:
-        raise CliError("give exactly one input source (--run-json FILE)", 2)
+        raise CliError("give exactly one of --run WORLD/STRATEGY/RUN, --run-json FILE or --overview", 2)
     inputs = SOURCES[chosen[0]](args)
     try:
         if args.model_card:
@@ -189,21 +313,36 @@ def _default_out() -> str:
     return load_settings().report_root
 
 
+def _periods_per_year(args: argparse.Namespace, metrics: dict[str, Any]) -> float:
+    """``--periods-per-year``, else the run's own annualisation, else 252."""
+    if args.periods_per_year is not None:
+        return args.periods_per_year
+    value = (metrics.get("diagnostics") or {}).get("periods_per_year")
+    return float(value) if isinstance(value, (int, float)) and value > 0 else 252.0
+
+
 def handle(args: argparse.Namespace) -> int:
     from qmtl_validation.core.identifiers import InvalidIdentifierError
     from qmtl_validation.core.reports.files import write_report_files
 
-    inputs = resolve_inputs(args)
     out_dir = args.out or _default_out()
     if str(out_dir).startswith("s3://"):
         raise CliError("--out must be a local folder (write to S3 through the pipeline)", 2)
     generated_at = args.generated_at or dt.datetime.now(dt.timezone.utc).replace(
         microsecond=0).isoformat()
+    if args.overview:
+        if args.run or args.run_json:
+            raise CliError("give exactly one of --run WORLD/STRATEGY/RUN, --run-json FILE or --overview", 2)
+        return write_overviews(args, out_dir, generated_at)
+    if args.world:
+        raise CliError("--world applies to --overview", 2)
+    inputs = resolve_inputs(args)
     try:
         paths = write_report_files(
             out_dir, inputs.run, inputs.evaluation, inputs.metrics, inputs.model_card,
             inputs.overrides, returns=inputs.returns, generated_at=generated_at,
-            formats=FORMAT_CHOICES[args.format], periods_per_year=args.periods_per_year,
+            formats=FORMAT_CHOICES[args.format],
+            periods_per_year=_periods_per_year(args, inputs.metrics),
             rolling_window=args.rolling_window,
         )
     except InvalidIdentifierError as exc:
@@ -216,6 +355,86 @@ def handle(args: argparse.Namespace) -> int:
     for warning in getattr(inputs.model_card, "warnings", ()):
         print(f"warning: model card: {warning}", file=sys.stderr)
     return 0
+
+
+def _latest_items(items: list[dict[str, Any]]) -> dict[str, Any] | None:
+    return items[-1] if items else None
+
+
+def write_overviews(args: argparse.Namespace, out_dir: str, generated_at: str) -> int:
+    """Write every world's overview page and the root ``index.html``; print their paths."""
+    from qmtl_validation.cli.progress import progress_iter
+    from qmtl_validation.core.reports.files import atomic_write_bytes, write_world_overview
+    from qmtl_validation.warehouse import run_rows
+
+    now = dt.datetime.now(dt.timezone.utc)
+    connection = open_catalog(args.catalog)
+    try:
+        runs = _frame(
+            connection,
+            "SELECT world_id, strategy_id, run_id, stage, status, recommended_stage, policy_version, "
+            "recorded_at AS updated_at FROM evaluation_runs ORDER BY world_id, strategy_id, run_id",
+            [],
+        )
+        breaches = _frame(connection, "SELECT * FROM freshness_breaches_latest WHERE ended_at IS NULL", [],
+                          optional=True)
+        overrides = _frame(connection, "SELECT * FROM overrides", [], optional=True)
+    finally:
+        connection.close()
+    worlds = sorted(set(runs["world_id"])) if len(runs) else []
+    if args.world:
+        if args.world not in worlds:
+            raise CliError(f"world {args.world!r} has no runs in the catalog (worlds: {', '.join(worlds) or 'none'})")
+        worlds = [args.world]
+    overdue: dict[str, list[dict[str, Any]]] = {}
+    if len(overrides):
+        for key, items in run_rows.review_items_by_run(overrides, now).items():
+            latest = _latest_items(items)
+            if latest and latest.get("override_status") == "approved" and latest.get("review_overdue"):
+                overdue.setdefault(key.split("/", 1)[0], []).append(latest)
+    written: dict[str, str] = {}
+    summary = []
+    for world in progress_iter(worlds, "writing world overviews", enabled=not args.json, unit="worlds"):
+        rows = runs[runs["world_id"] == world].to_dict("records")
+        open_breaches = breaches[breaches["world_id"] == world].to_dict("records") if len(breaches) else []
+        path = write_world_overview(out_dir, world, rows, open_breaches, overdue.get(world, []),
+                                    generated_at=generated_at)
+        written[world] = str(path)
+        statuses = [str(r.get("status") or "unknown") for r in rows]
+        summary.append((world, len(rows), *(statuses.count(s) for s in ("fail", "warn", "pass")),
+                        len(open_breaches), len(overdue.get(world, []))))
+    index = atomic_write_bytes(Path(out_dir) / "index.html", render_index(summary, generated_at))
+    if args.json:
+        print(json.dumps({"index": str(index), "worlds": written}, indent=2))
+    else:
+        for path in written.values():
+            print(path)
+        print(index)
+    return 0
+
+
+INDEX_COLUMNS = ("World", "Runs", "Fail", "Warn", "Pass", "Open freshness breaches", "Overdue reviews")
+
+
+def render_index(summary: list[tuple[Any, ...]], generated_at: str) -> bytes:
+    """The report root's ``index.html``: one row per world, linking its overview page."""
+    from qmtl_validation.core.reports.document import Document, Link, Paragraph, Section, Table
+    from qmtl_validation.core.reports.html import render_html
+
+    rows = tuple((Link(world, f"{world}/_overview.html"), *(str(v) for v in rest)) for world, *rest in summary)
+    classes = tuple("fail" if fail else ("warn" if warn else "pass") for _, _, fail, warn, *_ in summary)
+    document = Document(
+        title="Validation reports",
+        subtitle=f"generated {generated_at}",
+        sections=(
+            Section("Worlds", (
+                Table(INDEX_COLUMNS, rows, row_classes=classes, empty_text="No evaluated runs yet."),
+                Paragraph("Each world's page lists its runs (linking their reports) by status and "
+                          "recommended stage, its open freshness breaches and overdue override reviews."),
+            )),
+        ),
+    )
+    return render_html(document).encode("utf-8")
 
 
 def _window(text: str) -> int:
@@ -235,17 +454,26 @@ def _positive_float(text: str) -> float:
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "report",
-        help="render a run's validation report (Markdown and/or HTML with charts)",
+        help="render a run's validation report (HTML with charts) or the world overview pages",
         description=(
             "Render the validation report of one run to <out>/<world>/<strategy>/<run>/\n"
-            "report.md, report.html and equity.png, and print the paths written."
+            "report.md, report.html and equity.png, or the world overview pages and index.html\n"
+            "(--overview), and print the paths written."
         ),
         epilog=RUN_FILE_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    source = parser.add_argument_group("input source (exactly one)")
+    source = parser.add_argument_group("what to render (exactly one)")
+    source.add_argument("--run", metavar="WORLD/STRATEGY/RUN",
+                        help="a run from the warehouse catalog (latest revision, with pictures); "
+                             "WORLD/STRATEGY picks the strategy's latest run")
     source.add_argument("--run-json", metavar="FILE",
                         help="JSON file with run, evaluation, metrics, overrides")
+    source.add_argument("--overview", action="store_true",
+                        help="every world's overview page and the report root's index.html")
+    parser.add_argument("--world", metavar="WORLD", help="with --overview: only this world")
+    parser.add_argument("--catalog", metavar="FILE",
+                        help="catalog for --run/--overview (default: the profile's catalog_path)")
     parser.add_argument("--model-card", metavar="FILE",
                         help="model card YAML (overrides a model_card in the run file)")
     parser.add_argument("--model-card-root", metavar="DIR",
@@ -260,8 +488,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--generated-at", metavar="ISO",
                         help="timestamp printed in the report (default: now, UTC); fix it for "
                              "reproducible files")
-    parser.add_argument("--periods-per-year", type=_positive_float, default=252.0, metavar="P",
-                        help="annualisation for the rolling Sharpe chart (default 252)")
+    parser.add_argument("--periods-per-year", type=_positive_float, default=None, metavar="P",
+                        help="annualisation for the rolling Sharpe chart (default: the run's own, "
+                             "else 252)")
     parser.add_argument("--rolling-window", type=_window, default=63, metavar="N",
                         help="rolling Sharpe window in periods (default 63)")
     parser.add_argument("--json", action="store_true",

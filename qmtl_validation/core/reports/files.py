@@ -119,15 +119,21 @@ def render_validation_report_files(
     pngs = (run_chart_pngs(returns, periods_per_year=periods_per_year,
                            rolling_window=rolling_window) if returns is not None else {})
     files: dict[str, bytes] = {}
+    # Without pictures both formats render the same document: build it once (a backfill renders
+    # thousands of text-only reports).
+    shared = None if pngs else build_validation_report(
+        run, evaluation, metrics, model_card, overrides, generated_at=generated_at, images=[])
     if "md" in chosen:
         links = [Image(EQUITY_CHART_TITLE, href=EQUITY_PNG)] if pngs else []
-        document = build_validation_report(run, evaluation, metrics, model_card, overrides,
-                                           generated_at=generated_at, images=links)
+        document = shared or build_validation_report(run, evaluation, metrics, model_card,
+                                                     overrides, generated_at=generated_at,
+                                                     images=links)
         files[REPORT_MARKDOWN] = render_markdown(document).encode("utf-8")
     if "html" in chosen:
         images = [Image(title, png=png) for title, png in pngs.items()]
-        document = build_validation_report(run, evaluation, metrics, model_card, overrides,
-                                           generated_at=generated_at, images=images)
+        document = shared or build_validation_report(run, evaluation, metrics, model_card,
+                                                     overrides, generated_at=generated_at,
+                                                     images=images)
         files[REPORT_HTML] = render_html(document).encode("utf-8")
     if pngs:
         files[EQUITY_PNG] = pngs[EQUITY_CHART_TITLE]
