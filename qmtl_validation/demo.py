@@ -21,7 +21,10 @@ from qmtl_validation.settings import REPO_ROOT, load_settings
 
 
 def dev_instance() -> dg.DagsterInstance:
-    """The instance ``dagster dev`` uses from the repository root (its ``dagster.yaml``)."""
+    """``$DAGSTER_HOME``'s instance when set, else the one ``dagster dev`` uses from the
+    repository root (its ``dagster.yaml``: SQLite under ``.dagster_home/``)."""
+    if os.environ.get("DAGSTER_HOME"):
+        return dg.DagsterInstance.get()
     os.chdir(REPO_ROOT)
     return dg.DagsterInstance.from_config(str(REPO_ROOT))
 
@@ -161,8 +164,11 @@ def main(argv: list[str] | None = None) -> int:
     counts = connection.execute(
         "SELECT status, count(*) FROM evaluation_runs GROUP BY 1 ORDER BY 1"
     ).fetchall()
+    # The first run of the backfill's partition range is among those whose report has pictures.
     report = connection.execute(
-        "SELECT html_path FROM validation_reports ORDER BY world_id, strategy_id, run_id LIMIT 1"
+        "SELECT html_path FROM validation_reports_latest "
+        "WHERE world_id || '/' || strategy_id || '/' || run_id = ?",
+        [keys[0]],
     ).fetchone()
     connection.close()
 

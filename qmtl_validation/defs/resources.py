@@ -18,6 +18,9 @@ from qmtl_validation.warehouse.lake import Lake
 from qmtl_validation.warehouse.queries import PARTITION_KEY_SQL
 
 
+_CATALOGS_ENSURED: set[tuple[str, str]] = set()
+
+
 class LandingZoneResource(dg.ConfigurableResource):
     """Where producers drop run bundles, risk snapshots, policies and model cards.
 
@@ -70,6 +73,14 @@ class WarehouseResource(dg.ConfigurableResource):
     def reports(self) -> str:
         return self.report_root or self._settings().report_root
 
+    def ensure_catalog_once(self) -> None:
+        """Create the analysts' catalog if it is missing or its table specs changed, once per
+        process: the views read the lake by glob, so new files never need a rebuild."""
+        key = (self.catalog(), self.lake().root)
+        if key not in _CATALOGS_ENSURED:
+            self.refresh_catalog()
+            _CATALOGS_ENSURED.add(key)
+
     def refresh_catalog(self) -> None:
         from qmtl_validation.warehouse.catalog import ensure_catalog
 
@@ -117,6 +128,7 @@ class LakeIOManager(dg.ConfigurableIOManager):
         table = self._table(context.definition_metadata, context.asset_key)
         stem = f"{now_utc():%Y%m%dT%H%M%S%fZ}-{context.run_id[:8]}"
         files = self.warehouse.lake().write_partitioned(table, obj, file_stem=stem) if len(obj) else []
+        self.warehouse.ensure_catalog_once()
         context.add_output_metadata({"lake_table": table, "lake_files": len(files)})
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
