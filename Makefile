@@ -22,8 +22,9 @@ $(SYNCED): pyproject.toml uv.lock | $(UV)
 check-definitions: $(SYNCED)
 	$(BIN)/dagster definitions validate -m qmtl_validation.definitions
 
+# Two workers: the suite is dominated by real Dagster runs and servers, one per core.
 test: $(SYNCED) check-definitions
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
 
 demo: $(SYNCED)
 	$(BIN)/python -m qmtl_validation.demo
