@@ -5,6 +5,11 @@ Profiles:
   ``data/warehouse/validation.duckdb``, reports ``data/warehouse/reports``.
 - ``prod``: the same roles on S3; roots must be given (``s3://bucket/prefix``), the endpoint and
   credentials come from the standard AWS variables.
+
+Either profile: ``QMTL_BACKFILL_RUNS_PER_CHUNK=N`` makes run-scoped assets back-fill with
+``BackfillPolicy.multi_run(N)`` (N evaluation runs per Dagster run, so a deployment whose run
+launcher starts one container per run spreads a history backfill over machines); unset, a
+backfill is one single run (``BackfillPolicy.single_run()``). See docs/SCALING.md.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ class Settings:
     report_root: str
     s3_endpoint_url: str | None
     s3_region: str
+    backfill_runs_per_chunk: int | None = None
 
     @property
     def is_prod(self) -> bool:
@@ -52,4 +58,20 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         report_root=env.get("QMTL_REPORT_ROOT") or str(data / "warehouse" / "reports"),
         s3_endpoint_url=env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None,
         s3_region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
+        backfill_runs_per_chunk=read_backfill_runs_per_chunk(env),
     )
+
+
+def read_backfill_runs_per_chunk(environ: Mapping[str, str] | None = None) -> int | None:
+    """``QMTL_BACKFILL_RUNS_PER_CHUNK`` as a positive integer, or None (single-run backfills)."""
+    env = os.environ if environ is None else environ
+    text = env.get("QMTL_BACKFILL_RUNS_PER_CHUNK", "").strip()
+    if not text:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"QMTL_BACKFILL_RUNS_PER_CHUNK={text!r}: expected a positive integer") from None
+    if value < 1:
+        raise ValueError(f"QMTL_BACKFILL_RUNS_PER_CHUNK={value}: expected a positive integer")
+    return value
