@@ -4,6 +4,8 @@ Policies are parsed once per run.
 
 A world without a policy, or whose policy does not parse, gets None: its runs are evaluated with
 no policy and can only be ``backtest_only`` (fail closed). The parse error is kept in ``errors``.
+A transient read error (timeout, dropped connection, S3 throttling or 5xx) is not a bad document:
+it propagates rather than making the world look policy-less.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import NamedTuple
 
 from qmtl_validation.core.model_cards import ModelCard, ModelCardError, ModelCardRegistry
 from qmtl_validation.core.policy import Policy, PolicyError, load_policy
-from qmtl_validation.warehouse.landing import LandingZone, list_policies
+from qmtl_validation.warehouse.landing import LandingZone, is_transient_io_error, list_policies
 
 POLICY_MAX_BYTES = 1024 * 1024
 CARD_MAX_BYTES = 1024 * 1024
@@ -59,6 +61,8 @@ class WorldPolicies:
             text = self.zone.read_bytes(chosen.key, POLICY_MAX_BYTES).decode("utf-8")
             policy = load_policy(text, version=chosen.policy_version)
         except (PolicyError, UnicodeDecodeError, ValueError, OSError) as error:
+            if is_transient_io_error(error):
+                raise  # a timeout is not a bad policy: fail now, read it again next time
             self.errors[world_id] = f"{chosen.key}: {error}"
             return None
         return LoadedPolicy(world_id, chosen.policy_version, policy)
@@ -93,5 +97,7 @@ class ModelCards:
         try:
             return self._registry.get(strategy_id)
         except (ModelCardError, UnicodeDecodeError, OSError) as error:
+            if is_transient_io_error(error):
+                raise
             self.errors[strategy_id] = str(error)
             return None

@@ -10,6 +10,9 @@ the ``landing_registry`` table (partition key → where it landed and its conten
 - A drop already rejected with the same content is not looked at again, so a bad file left in
   place never produces a second row and never slows a tick down.
 - At most ``max_bundles`` new bundles are read per call; the rest wait for the next call.
+- A transient read error (timeout, dropped connection, S3 throttling or 5xx:
+  :func:`~qmtl_validation.warehouse.landing.is_transient_io_error`) is not the drop's fault: it
+  propagates, the call fails with nothing recorded, and the next call reads the drop again.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from qmtl_validation.warehouse.landing import (
     LandingZone,
     Rejection,
     find_run_bundles,
+    is_transient_io_error,
 )
 from qmtl_validation.warehouse.lake import Lake
 from qmtl_validation.warehouse.queries import latest_rows
@@ -140,6 +144,8 @@ def take_in_run_bundles(
         try:
             loaded = load_bundle_from_files(read_bundle_files(zone, bundle.prefix), expected_key=key)
         except (BundleError, LandingObjectTooLargeError, ValueError, OSError) as error:
+            if is_transient_io_error(error):
+                raise  # not the bundle's fault: fail the tick, the next one reads it again
             code = "oversize" if isinstance(error, LandingObjectTooLargeError) else "contract_violation"
             rejection = Rejection(bundle.prefix, str(error), code, "run_bundle", fields, None)
             result.rejections.append(_rejection_row(rejection, now, sensor, etag=token))

@@ -96,6 +96,54 @@ class LandingObjectTooLargeError(ValueError):
         self.max_bytes = max_bytes
 
 
+# S3 error codes that say "not now" rather than "never": throttling, timeouts, server trouble.
+_TRANSIENT_S3_ERROR_CODES = frozenset(
+    {
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "PriorRequestNotComplete",
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestThrottled",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "BandwidthLimitExceeded",
+        "InternalError",
+        "ServiceUnavailable",
+    }
+)
+
+_TRANSIENT_HTTP_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+def is_transient_io_error(error: BaseException) -> bool:
+    """Whether reading from the landing zone failed for a reason that is not the drop's own and
+    may go away: a timeout, a dropped or refused connection, an unreachable endpoint, a cut-off
+    response, S3 throttling or a server error (500, 502, 503, 504).
+
+    Intakes let such errors propagate (the tick fails, the next tick reads the drop again)
+    instead of recording a rejection, which would refuse the drop for good. botocore's timeouts
+    subclass ``OSError``, so ``except OSError`` alone cannot tell them from bad content.
+    """
+    if isinstance(error, (ConnectionError, TimeoutError)):  # the builtins: resets, refusals, timeouts
+        return True
+    from botocore.exceptions import (
+        ClientError,
+        ConnectionError as BotocoreConnectionError,
+        HTTPClientError,
+        IncompleteReadError,
+    )
+
+    if isinstance(error, (BotocoreConnectionError, HTTPClientError, IncompleteReadError)):
+        return True
+    if isinstance(error, ClientError):
+        code = str(error.response.get("Error", {}).get("Code", ""))
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        return code in _TRANSIENT_S3_ERROR_CODES or status in _TRANSIENT_HTTP_STATUSES
+    return False
+
+
 @dataclass(frozen=True)
 class Rejection:
     """A key a scan refused, with the exact reason. Unpacks as ``(key, reason)``."""

@@ -24,6 +24,9 @@ realized series shape and size caps). The ``version`` inside must equal the file
   key is not configured, its policy does not parse, a referenced file is not there yet), which
   are retried each call and recorded once per content.
 - At most ``max_snapshots`` new drops are read per call; the rest wait for the next call.
+- A transient read error (of the JSON, a ref or the world's policy; see
+  :func:`~qmtl_validation.warehouse.landing.is_transient_io_error`) is never recorded as a
+  rejection: it propagates, the call fails with nothing written, and the next call tries again.
 
 Content token: the JSON's (etag, size) and those of the Parquet files beside it whose name starts
 with ``<version>.`` (the convention ``<version>.covariance.parquet``). A ref named otherwise is

@@ -15,6 +15,7 @@ from qmtl_validation.warehouse.landing import (
     date_prefixes,
     find_run_bundles,
     find_snapshots,
+    is_transient_io_error,
     landing_zone_from_root,
     list_model_cards,
     list_policies,
@@ -308,3 +309,61 @@ def test_zone_from_root_picks_the_implementation(tmp_path, s3_bucket):
     assert isinstance(zone, S3LandingZone) and zone.uri("runs/x") == f"s3://{s3_bucket.name}/landing/runs/x"
     drop(zone, "runs/x", b"1")
     assert s3_bucket.keys() == ["landing/runs/x"]
+
+
+def _client_error(code: str, status: int):
+    from botocore.exceptions import ClientError
+
+    return ClientError({"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}},
+                       "GetObject")
+
+
+def _transient_errors():
+    from botocore.exceptions import (
+        ConnectionClosedError,
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        IncompleteReadError,
+        ReadTimeoutError,
+        ResponseStreamingError,
+    )
+
+    url = "http://127.0.0.1:9/b/k"
+    return [
+        ReadTimeoutError(endpoint_url=url),
+        ConnectTimeoutError(endpoint_url=url),
+        EndpointConnectionError(endpoint_url=url),
+        ConnectionClosedError(endpoint_url=url),
+        ResponseStreamingError(error="cut off"),
+        IncompleteReadError(actual_bytes=1, expected_bytes=2),
+        ConnectionResetError(104, "Connection reset by peer"),
+        TimeoutError("timed out"),
+        _client_error("SlowDown", 503),
+        _client_error("InternalError", 500),
+        _client_error("RequestTimeout", 400),
+        _client_error("TooManyRequestsException", 429),
+        _client_error("Whatever", 502),
+    ]
+
+
+def _permanent_errors():
+    return [
+        OSError("Couldn't deserialize thrift: invalid TType"),  # pyarrow on a corrupt file
+        FileNotFoundError("no landing object s3://b/k"),
+        PermissionError(13, "Permission denied"),
+        LandingObjectTooLargeError("k", 10, 5),
+        ValueError("not JSON"),
+        _client_error("AccessDenied", 403),
+        _client_error("NoSuchKey", 404),
+        _client_error("NotImplemented", 501),
+    ]
+
+
+@pytest.mark.parametrize("error", _transient_errors(), ids=lambda e: type(e).__name__)
+def test_timeouts_dropped_connections_throttling_and_5xx_are_transient(error):
+    assert is_transient_io_error(error)
+
+
+@pytest.mark.parametrize("error", _permanent_errors(), ids=lambda e: type(e).__name__)
+def test_bad_content_missing_objects_and_refusals_are_not_transient(error):
+    assert not is_transient_io_error(error)
