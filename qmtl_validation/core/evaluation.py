@@ -50,6 +50,9 @@ from qmtl_validation.core.policy import Policy
 from qmtl_validation.core.rules.base import RuleResult, summary_status
 from qmtl_validation.core.rules.core_rules import CoreRule, build_core_rules, run_rule
 
+# The result name under which a run evaluated without a usable policy records why.
+POLICY_UNAVAILABLE_RULE = "policy"
+
 CONTEXT_KEYS = (
     "now",
     "submitted_at",
@@ -415,13 +418,33 @@ def _recommend(plan: EvaluationPlan, results: Mapping[str, RuleResult], metrics:
     return "backtest_only"
 
 
-def evaluate_run(metrics: Any, policy: Policy | None, stage: str = "backtest", **context: Any) -> EvaluationResult:
+def policy_unavailable_result(reason: str) -> RuleResult:
+    """The result recorded under :data:`POLICY_UNAVAILABLE_RULE` for a run evaluated without a
+    usable policy: a blocking failure that says why, so the stored run explains its verdict."""
+    return RuleResult(
+        status="fail",
+        severity="blocking",
+        owner="risk",
+        reason_code="policy_unavailable",
+        reason=f"no valid policy, so the run fails and stays backtest_only: {reason}",
+    )
+
+
+def evaluate_run(
+    metrics: Any,
+    policy: Policy | None,
+    stage: str = "backtest",
+    *,
+    missing_policy_reason: str | None = None,
+    **context: Any,
+) -> EvaluationResult:
     """Evaluate one run's metrics under ``policy`` at ``stage`` (see the module docstring).
 
     ``metrics``: an ``EvaluationMetrics`` (anything with ``to_dict()``) or the nested mapping of
     SPEC §5. ``context``: the keys of :class:`EvaluationContext` (unknown keys raise TypeError).
     ``policy=None`` (missing or unparseable policy) gives status ``fail`` and ``backtest_only``
-    with no rule results.
+    with no rule results, or, given ``missing_policy_reason`` (why there is no policy), the one
+    result :func:`policy_unavailable_result` under :data:`POLICY_UNAVAILABLE_RULE`.
     """
     ctx = EvaluationContext.from_kwargs(**context)
     data = _metrics_dict(metrics)
@@ -431,7 +454,11 @@ def evaluate_run(metrics: Any, policy: Policy | None, stage: str = "backtest", *
             policy_version=ctx.policy_version,
             ruleset_hash=None,
             profile=None,
-            results={},
+            results=(
+                {POLICY_UNAVAILABLE_RULE: policy_unavailable_result(missing_policy_reason)}
+                if missing_policy_reason
+                else {}
+            ),
             status="fail",
             recommended_stage="backtest_only",
             stage=stage,

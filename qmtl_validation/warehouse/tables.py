@@ -318,7 +318,7 @@ _TABLE_LIST: tuple[TableSpec, ...] = (
         columns=_columns(
             _WORLD, _STRATEGY, _RUN,
             ("revision", BIGINT, "Revision of evaluation_run_history the result belongs to.", REQUIRED),
-            ("rule", STRING, "Rule name: data_currency, sample, performance, robustness, risk_constraint, cohort, portfolio, stress, live_monitoring, paper_shadow_consistency, benchmark.", REQUIRED),
+            ("rule", STRING, "Rule name: data_currency, sample, performance, robustness, risk_constraint, cohort, portfolio, stress, live_monitoring, paper_shadow_consistency, benchmark; `policy` (fail, `policy_unavailable`) when the run was evaluated without a usable policy.", REQUIRED),
             ("status", STRING, "pass, warn or fail.", REQUIRED),
             ("severity", STRING, "blocking, soft or info.", REQUIRED),
             ("owner", STRING, "quant, risk or ops.", REQUIRED),

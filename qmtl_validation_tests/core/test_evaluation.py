@@ -132,6 +132,20 @@ def test_missing_policy_gives_fail_and_backtest_only():
     }
 
 
+def test_missing_policy_with_a_reason_records_one_failing_policy_result_that_says_why():
+    result = evaluate_run(GOOD, None, "paper", missing_policy_reason="policies/w/2.yaml: python tag refused")
+    assert (result.status, result.recommended_stage, result.ruleset_hash) == ("fail", "backtest_only", None)
+    (name, note), = result.results.items()
+    assert name == "policy"
+    assert (note.status, note.severity, note.reason_code) == ("fail", "blocking", "policy_unavailable")
+    assert note.reason.endswith("policies/w/2.yaml: python tag refused")
+    # Extended layers cannot lift it: without a ruleset the run stays fail / backtest_only.
+    merged = merge_results(result, {"cohort": {"status": "pass", "severity": "info", "owner": "quant",
+                                               "reason_code": "ok", "reason": "", "tags": [], "details": {}}})
+    assert (merged.status, merged.recommended_stage) == ("fail", "backtest_only")
+    assert set(merged.results) == {"policy", "cohort"}
+
+
 def test_soft_failure_warns_and_blocks_promotion():
     metrics = json.loads(json.dumps(GOOD))
     metrics["robustness"]["deflated_sharpe_ratio"] = 0.02

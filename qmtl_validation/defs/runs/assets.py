@@ -226,7 +226,9 @@ def rule_results(
     warehouse: WarehouseResource,
 ):
     """The five core rules of each run under its world's policy (current version, or the
-    version a policy backfill asks for), with the run's summary status and recommended stage."""
+    version a policy backfill asks for), with the run's summary status and recommended stage.
+    A run whose world has no usable policy gets one ``policy`` row instead (fail, reason code
+    ``policy_unavailable``, why) and is recommended ``backtest_only``."""
     manifests = run_rows.manifests_from_rows(run_manifests)
     data_end = dict(zip(run_rows.partition_keys_of(run_manifests), run_manifests["data_end"], strict=True))
     metrics = run_rows.metrics_by_run(evaluation_metrics)
@@ -250,6 +252,9 @@ def rule_results(
             data_end=data_end[key],
             policy_version=loaded.version if loaded else None,
             risk_tier=manifest.risk_tier,
+            # Without a policy the run still gets a rule row saying why, so it is recorded
+            # (fail, backtest_only) instead of vanishing from the rule results.
+            missing_policy_reason=None if loaded else policies.errors.get(manifest.world_id, "no policy"),
         )
         evaluations[key] = result.to_dict()
     frame = run_rows.rule_rows(evaluations, {k: previous.get(k, (0, now))[0] + 1 for k in evaluations}, now)
