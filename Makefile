@@ -6,7 +6,7 @@ UV := $(or $(shell command -v uv 2>/dev/null),.tools/bin/uv)
 SYNCED := $(VENV)/.synced-$(shell cksum uv.lock | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: install test demo dev bench check-definitions clean docs docs-check
+.PHONY: install test prod-smoke load-test demo dev bench check-definitions clean docs docs-check
 
 install: $(SYNCED)
 
@@ -25,6 +25,17 @@ check-definitions: $(SYNCED)
 # Two workers: the suite is dominated by real Dagster runs and servers, one per core.
 test: $(SYNCED) check-definitions
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
+
+# The production profile end to end: a fresh PostgreSQL database (local cluster, 127.0.0.1:5432)
+# and moto's S3 server, deploy/dagster.yaml as the instance, sensors ticking, runs executing.
+# `make test` runs the same tests among the others.
+prod-smoke: $(SYNCED)
+	$(BIN)/python -m pytest -m prod_smoke $(PYTEST_ARGS)
+
+# 2,000 bundles and 200 snapshots dropped at once, through the sensors (several minutes; prints
+# wall time and peak memory). Not part of `make test`.
+load-test: $(SYNCED)
+	QMTL_LOAD_TEST=1 $(BIN)/python -m pytest -m load -s $(PYTEST_ARGS)
 
 demo: $(SYNCED)
 	$(BIN)/python -m qmtl_validation.demo
