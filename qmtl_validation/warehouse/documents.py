@@ -81,12 +81,16 @@ class ModelCards:
 
     A card that does not parse is treated as absent for reports (cards are documentation; a bad
     one must not block validation) and its error is kept in ``errors``.
+
+    Each strategy's card is read once per instance (one asset step): a backfill reports thousands
+    of runs of a few dozen strategies, and on S3 every read is a request.
     """
 
     def __init__(self, zone: LandingZone):
         self.zone = zone
         self.errors: dict[str, str] = {}
         self._registry = ModelCardRegistry("", read_text=self._read_text)
+        self._cards: dict[str, ModelCard | None] = {}
 
     def _read_text(self, relative: str) -> str | None:
         if not self.zone.exists(relative):
@@ -94,10 +98,12 @@ class ModelCards:
         return self.zone.read_bytes(relative, CARD_MAX_BYTES).decode("utf-8")
 
     def get(self, strategy_id: str) -> ModelCard | None:
-        try:
-            return self._registry.get(strategy_id)
-        except (ModelCardError, UnicodeDecodeError, OSError) as error:
-            if is_transient_io_error(error):
-                raise
-            self.errors[strategy_id] = str(error)
-            return None
+        if strategy_id not in self._cards:
+            try:
+                self._cards[strategy_id] = self._registry.get(strategy_id)
+            except (ModelCardError, UnicodeDecodeError, OSError) as error:
+                if is_transient_io_error(error):
+                    raise
+                self.errors[strategy_id] = str(error)
+                self._cards[strategy_id] = None
+        return self._cards[strategy_id]

@@ -27,6 +27,10 @@ def lake_connection(lake: Lake) -> duckdb.DuckDBPyConnection:
     return connection
 
 
+# Column of ``latest_rows(..., key_positions=True)``: the row's index in ``partition_keys``.
+KEY_POSITION = "partition_position"
+
+
 def latest_rows(
     lake: Lake,
     table: str,
@@ -35,6 +39,8 @@ def latest_rows(
     world_id: str | None = None,
     key_expression: str = RUN_KEY_SQL,
     latest: bool = True,
+    columns: Sequence[str] | None = None,
+    key_positions: bool = False,
     connection: duckdb.DuckDBPyConnection | None = None,
 ) -> pd.DataFrame:
     """Rows of ``table`` for the given partition keys (all when None) and world.
@@ -43,28 +49,55 @@ def latest_rows(
     of the table's latest partitions is kept — e.g. every rule row of a run's newest evaluation.
     ``key_expression`` is the SQL expression the partition keys are compared to (run tables:
     ``world/strategy/run``).
+
+    ``columns`` narrows the result; ``key_positions`` (with ``partition_keys``) adds
+    :data:`KEY_POSITION`, each row's index in ``partition_keys``, so a caller reading millions of
+    rows (a backfill's returns) can skip the string columns that identify them: converting those
+    strings to Python objects is most of the cost of such a read.
     """
     spec = get_table(table)
+    if key_positions and partition_keys is None:
+        raise ValueError("key_positions needs partition_keys")
     con = connection or lake_connection(lake)
     try:
         lake.ensure_schema_files([spec])
         con.execute(table_view_sql(lake, spec).replace("CREATE OR REPLACE VIEW", "CREATE OR REPLACE TEMP VIEW"))
-        where = []
-        params: list[Any] = []
+        source = _quote_identifier(spec.name)
+        where, params = [], []
         if world_id is not None:
             where.append("world_id = ?")
             params.append(world_id)
+        picked = f"SELECT * FROM {source}"
         if partition_keys is not None:
-            con.register("_wanted_keys", pd.DataFrame({"key": list(partition_keys)}))
-            where.append(f"({key_expression}) IN (SELECT key FROM _wanted_keys)")
-        sql = f"SELECT * FROM {_quote_identifier(spec.name)}"
+            wanted = pd.DataFrame({"_wanted_key": list(dict.fromkeys(partition_keys))})
+            wanted["_wanted_position"] = pd.Series(range(len(wanted)), dtype="int64")
+            con.register("_wanted_keys", wanted)
+            picked = (
+                f"SELECT t.*, w._wanted_position FROM {source} t "
+                f"JOIN _wanted_keys w ON ({key_expression}) = w._wanted_key"
+            )
         if where:
-            sql += " WHERE " + " AND ".join(where)
+            picked += " WHERE " + " AND ".join(where)
         if latest and spec.version_column:
+            # Newest version per latest partition by an aggregate and a join: on millions of rows
+            # it is a little over twice as fast as a window (QUALIFY ... OVER) here.
             version = _quote_identifier(spec.version_column)
-            partition = ", ".join(_quote_identifier(c) for c in spec.latest_partition_columns)
-            sql += f" QUALIFY {version} = max({version}) OVER (PARTITION BY {partition})"
-        return con.execute(sql, params).df()
+            partition = [_quote_identifier(c) for c in spec.latest_partition_columns]
+            joined = " AND ".join(f"p.{c} IS NOT DISTINCT FROM n.{c}" for c in partition)
+            picked = (
+                f"WITH picked AS ({picked}), "
+                f"newest AS (SELECT {', '.join(partition)}, max({version}) AS _newest FROM picked GROUP BY ALL) "
+                f"SELECT p.* FROM picked p JOIN newest n ON {joined} WHERE p.{version} = n._newest"
+            )
+        if columns is not None:
+            selected = [_quote_identifier(c) for c in columns]
+        elif partition_keys is not None:
+            selected = ["* EXCLUDE (_wanted_position)"]
+        else:
+            selected = ["*"]
+        if key_positions:
+            selected.append(f"_wanted_position AS {KEY_POSITION}")
+        return con.execute(f"SELECT {', '.join(selected)} FROM ({picked})", params).df()
     finally:
         if connection is None:
             con.close()

@@ -20,6 +20,7 @@ import pandas as pd
 from qmtl_validation.core.bundles import RunBundle, RunManifest
 from qmtl_validation.core.health import validation_health
 from qmtl_validation.core.identifiers import split_run_partition_key
+from qmtl_validation.warehouse.queries import KEY_POSITION
 from qmtl_validation.warehouse.tables import wide_metric_column
 
 RUN_KEY_COLUMNS = ("world_id", "strategy_id", "run_id")
@@ -208,14 +209,22 @@ def manifests_from_rows(frame: pd.DataFrame) -> dict[str, RunManifest]:
 def returns_panel(frame: pd.DataFrame, order: Sequence[str]) -> tuple[pd.DataFrame, dict[str, pd.Series]]:
     """Right-aligned periods × runs panel (leading NaN pads shorter runs) and benchmark series.
 
-    ``order`` fixes the column order (partition keys); every key must have returns. Built with
-    one sort and one scatter, without a loop over periods.
+    ``order`` fixes the column order (partition keys); every key must have returns. Rows are
+    matched to ``order`` by their key columns, or by a ``partition_position`` column when the
+    frame has one (``latest_rows(..., key_positions=True)``). Built with one sort and one scatter,
+    without a loop over periods.
     """
-    keys = partition_keys_of(frame).to_numpy()
-    positions = pd.Index(order).get_indexer(keys)
-    if (positions < 0).any():
-        unknown = sorted(set(keys[positions < 0]))[:3]
-        raise ValueError(f"returns rows for runs outside the requested partitions: {unknown}")
+    if KEY_POSITION in frame.columns:
+        positions = frame[KEY_POSITION].to_numpy(dtype=np.int64)
+        outside = (positions < 0) | (positions >= len(order))
+        if outside.any():
+            raise ValueError(f"returns rows with positions outside the requested partitions: {sorted(set(positions[outside]))[:3]}")
+    else:
+        keys = partition_keys_of(frame).to_numpy()
+        positions = pd.Index(order).get_indexer(keys)
+        if (positions < 0).any():
+            unknown = sorted(set(keys[positions < 0]))[:3]
+            raise ValueError(f"returns rows for runs outside the requested partitions: {unknown}")
     dates = pd.to_datetime(frame["date"]).to_numpy()
     sort = np.lexsort((dates, positions))
     positions = positions[sort]

@@ -308,3 +308,22 @@ def test_dates_with_different_offsets_are_a_column_problem():
     assert str(error) == (
         "returns.csv: column 'date': mixes time zone offsets; use one offset or plain dates"
     )
+
+
+def test_a_bad_id_in_a_run_table_is_reported_at_its_row_with_the_pattern():
+    from qmtl_validation.core.contracts import StrategyReturnsTable
+
+    frame = pd.DataFrame({
+        "world_id": ["w1", "w1", "w1", "w1"],
+        "strategy_id": ["s1", "s1", "../etc", "s1"],
+        "run_id": ["r1", "r1", "r1", "r 1"],
+        "recorded_at": pd.Timestamp("2026-11-27", tz="UTC"),
+        "date": pd.bdate_range("2025-01-01", periods=4),
+        "ret": [0.01, 0.0, -0.01, 0.02],
+        "benchmark_ret": np.nan,
+    })
+    with pytest.raises(ContractError) as failure:
+        validate_frame(StrategyReturnsTable, frame, "strategy_returns")
+    found = {(p.column, p.row, p.message) for p in failure.value.problems}
+    pattern = "must match ^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+    assert found == {("strategy_id", 3, f"value '../etc' {pattern}"), ("run_id", 4, f"value 'r 1' {pattern}")}

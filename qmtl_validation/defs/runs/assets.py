@@ -166,18 +166,24 @@ def run_bundle(context: dg.AssetExecutionContext, landing: LandingZoneResource, 
     metadata={"lake_table": "evaluation_metrics"},
     kinds={"numpy", "parquet"},
     check_specs=[contract_check_spec("evaluation_metrics", contracts.EvaluationMetricsTable)],
+    # Read below without the identifying strings (a 10,000-run backfill reads 25 million rows,
+    # and turning their three id columns into Python strings cost more than the metrics).
+    deps=[dg.AssetKey("strategy_returns")],
 )
 def evaluation_metrics(
     context: dg.AssetExecutionContext,
     run_manifests: pd.DataFrame,
-    strategy_returns: pd.DataFrame,
     strategy_trades: pd.DataFrame,
     landing: LandingZoneResource,
+    warehouse: WarehouseResource,
 ):
     """Every SPEC §5 metric (v1 core and v1.5) of each run, computed as one vectorised panel."""
     keys = list(context.partition_keys)
     manifests = run_rows.manifests_from_rows(run_manifests)
-    panel, benchmarks = run_rows.returns_panel(strategy_returns, keys)
+    returns = warehouse.latest(
+        "strategy_returns", keys, columns=("date", "ret", "benchmark_ret"), key_positions=True
+    )
+    panel, benchmarks = run_rows.returns_panel(returns, keys)
     policies = WorldPolicies(landing.zone())
     arrays = compute_panel_arrays(
         panel,
@@ -346,11 +352,14 @@ def evaluation_run(
     metadata={"lake_table": "validation_reports"},
     kinds={"html", "markdown"},
     check_specs=[contract_check_spec("validation_report", contracts.ValidationReportsTable)],
+    # Only the runs drawn with pictures need their returns, so they are read here for those runs
+    # rather than loaded as an input: a backfill over 10,000 runs would read 25 million rows to
+    # draw 20 charts.
+    deps=[dg.AssetKey("strategy_returns")],
 )
 def validation_report(
     context: dg.AssetExecutionContext,
     evaluation_run: pd.DataFrame,
-    strategy_returns: pd.DataFrame,
     landing: LandingZoneResource,
     warehouse: WarehouseResource,
 ):
@@ -362,8 +371,7 @@ def validation_report(
     cards = ModelCards(landing.zone())
     overrides = run_rows.review_items_by_run(warehouse.latest("overrides", keys, latest=False), now_utc())
     with_charts = set(keys[:MAX_RUNS_WITH_CHARTS])
-    chart_rows = run_rows.rows_of_runs(strategy_returns, with_charts)
-    returns = run_rows.returns_by_run(chart_rows) if with_charts else {}
+    returns = run_rows.returns_by_run(warehouse.latest("strategy_returns", sorted(with_charts))) if with_charts else {}
     generated_at = now_utc()
     preview, picture, pending = None, None, []
     # Files are written by a few threads while the next reports render: a write mostly waits on
