@@ -15,14 +15,14 @@ window's returns are all equal.
 from __future__ import annotations
 
 import io
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
-from matplotlib.figure import Figure
 from PIL import Image as PILImage
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 DEFAULT_ROLLING_WINDOW = 63
 EQUITY_CHART_TITLE = "Equity curve and drawdown"
@@ -98,6 +98,11 @@ def _x(index: pd.Index) -> np.ndarray:
 
 
 def _figure(height: float, *, left: float = 0.075) -> Figure:
+    # matplotlib is imported on first use: it adds about a second to the start of every process
+    # that loads the code location (each run worker), and most runs draw no picture.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     # Fixed margins instead of a layout engine: constrained layout re-runs the date tick
     # locators several times and would triple the rendering time.
     figure = Figure(figsize=(9.0, height), dpi=_DPI, facecolor="white")
@@ -113,6 +118,8 @@ def _style(axes: Any, dated: bool) -> None:
     axes.spines[["top", "right"]].set_visible(False)
     axes.tick_params(labelsize=8)
     if dated:
+        from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+
         locator = AutoDateLocator()
         axes.xaxis.set_major_locator(locator)
         axes.xaxis.set_major_formatter(ConciseDateFormatter(locator))
