@@ -498,15 +498,6 @@ def records_from_history(history: pd.DataFrame) -> dict[str, dict[str, Any]]:
     }
 
 
-def rows_of_runs(frame: pd.DataFrame, partition_keys: Iterable[str]) -> pd.DataFrame:
-    """The rows of ``frame`` that belong to the given runs (filtered on ``run_id`` first, so the
-    keys are only built for those rows, not for millions)."""
-    wanted = set(partition_keys)
-    run_ids = {split_run_partition_key(key)[2] for key in wanted}
-    candidates = frame[frame["run_id"].isin(run_ids)]
-    return candidates[partition_keys_of(candidates).isin(wanted).to_numpy()]
-
-
 def returns_by_run(frame: pd.DataFrame) -> dict[str, pd.Series]:
     """partition key → that run's returns as a Series indexed by date (for the report pictures)."""
     if frame.empty:

@@ -329,13 +329,6 @@ def test_rule_rows_read_back_in_one_pass_equal_the_groupby_reader(loaded, landin
     assert run_rows.evaluations_from_rule_rows(frame) == with_rules  # no policy: no rule rows
 
 
-def test_rows_of_runs_are_exactly_the_runs_asked_for(loaded):
-    frame = run_rows.returns_rows(loaded, dt.datetime(2026, 11, 27, tzinfo=dt.timezone.utc))
-    keys = {bundle.partition_key for bundle in loaded[3:7]}
-    expected = frame[run_rows.partition_keys_of(frame).isin(keys)]
-    pd.testing.assert_frame_equal(run_rows.rows_of_runs(frame, keys), expected)
-
-
 # ---------------------------------------------------------------------------------------------
 # model cards, reports, Dagster types
 
