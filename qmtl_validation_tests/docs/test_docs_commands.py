@@ -40,6 +40,10 @@ COVERED_ELSEWHERE = {
     "make docs-check": "it runs this test and `python -m qmtl_validation.docs_gen --check` "
     "(test_generated_docs.py)",
     ".venv/bin/qmtl-validation backfill": "qmtl_validation_tests/cli/test_backfill_cli.py (needs a daemon)",
+    "make bench": "qmtl_validation_tests/bench/test_bench_entry_point.py runs the same entry point at toy "
+    "sizes (the full run takes about an hour)",
+    ".venv/bin/python -m bench": "qmtl_validation_tests/bench/test_bench_entry_point.py (--quick, --only)",
+    ".venv/bin/python -m pytest": "`make test` runs the whole suite, these tests included",
 }
 
 
