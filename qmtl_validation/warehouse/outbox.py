@@ -29,6 +29,7 @@ import pandas as pd
 
 from qmtl_validation.core.events import chain, row_hash
 from qmtl_validation.warehouse.lake import Lake, LakeFileExistsError
+from qmtl_validation.warehouse.queries import lake_connection
 from qmtl_validation.warehouse.tables import get_table
 
 EVENTS_TABLE = "events"
@@ -93,8 +94,6 @@ def _known_keys(lake: Lake, files: list[str], keys: set[str]) -> set[str]:
     """The subset of ``keys`` already in the world's files (one DuckDB scan of one column)."""
     if not files or not keys:
         return set()
-    from qmtl_validation.warehouse.queries import lake_connection
-
     connection = lake_connection(lake)
     try:
         sources = ", ".join("'" + uri.replace("'", "''") + "'" for uri in files)
@@ -143,13 +142,11 @@ def _append_world(lake: Lake, world_id: str, batch: list[dict[str, Any]]) -> int
 def append_events(lake: Lake, events: Iterable[Mapping[str, Any]]) -> int:
     """Append the events not yet in the outbox (by ``idempotency_key``); returns how many were
     written. Safe to call from concurrent runs: each world's chain stays one line."""
-    by_world: dict[str, list[dict[str, Any]]] = {}
+    by_world: dict[str, dict[str, dict[str, Any]]] = {}
     for event in events:
-        by_world.setdefault(event["world_id"], [])
-        batch = by_world[event["world_id"]]
-        if all(e["idempotency_key"] != event["idempotency_key"] for e in batch):
-            batch.append(_normalised(event))
-    return sum(_append_world(lake, world_id, batch) for world_id, batch in by_world.items())
+        # Keyed by idempotency key (first occurrence wins): a backfill hands over one event per run.
+        by_world.setdefault(event["world_id"], {}).setdefault(event["idempotency_key"], _normalised(event))
+    return sum(_append_world(lake, world_id, list(batch.values())) for world_id, batch in by_world.items())
 
 
 # ---------------------------------------------------------------------------------------------
