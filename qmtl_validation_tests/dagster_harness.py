@@ -26,6 +26,11 @@ from typing import Iterator, Sequence
 import dagster as dg
 from dagster._core.execution.backfill import PartitionBackfill
 from dagster._core.storage.dagster_run import RunsFilter
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+    PARTITION_NAME_TAG,
+)
 from dagster._core.test_utils import create_test_daemon_workspace_context, instance_for_test
 from dagster._core.workspace.load_target import ModuleTarget
 
@@ -237,6 +242,17 @@ def tick_sensor(context, instance: dg.DagsterInstance, name: str) -> TickOutcome
         partitions_added=added,
         runs=runs,
     )
+
+
+def partition_keys_of(run_or_request, order: Sequence[str]) -> list[str]:
+    """The partition keys a launched run or a run request covers: its single partition, or the
+    keys of its range in ``order`` (the instance's partition order, e.g. ``get_dynamic_partitions``)."""
+    single = getattr(run_or_request, "partition_key", None) or run_or_request.tags.get(PARTITION_NAME_TAG)
+    if single:
+        return [single]
+    tags = run_or_request.tags
+    start, end = order.index(tags[ASSET_PARTITION_RANGE_START_TAG]), order.index(tags[ASSET_PARTITION_RANGE_END_TAG])
+    return list(order[start : end + 1])
 
 
 def backfill_ids_of(outcome: TickOutcome, instance: dg.DagsterInstance) -> list[str]:

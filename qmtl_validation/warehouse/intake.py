@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 import pandas as pd
 
@@ -36,6 +36,7 @@ from qmtl_validation.warehouse.queries import latest_rows
 
 REGISTRY_TABLE = "landing_registry"
 REJECTIONS_TABLE = "rejections"
+RUN_BUNDLE_KIND = "run_bundle"
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,11 @@ def registered_drops(lake: Lake, kind: str) -> dict[str, dict[str, Any]]:
     return {row["partition_key"]: row for row in frame.drop_duplicates("partition_key").to_dict("records")}
 
 
+def registry_drop(kind: str, partition_key: str, row: Mapping[str, Any]) -> RegisteredDrop:
+    """The drop a registry row records (for re-requesting a run the instance lost)."""
+    return RegisteredDrop(kind, partition_key, row["world_id"], row["landing_prefix"], row["token"], row["content_hash"])
+
+
 def rejected_tokens(lake: Lake) -> set[tuple[str, str]]:
     """(key, etag) of every drop already rejected."""
     frame = latest_rows(lake, REJECTIONS_TABLE, latest=False)
@@ -118,7 +124,7 @@ def take_in_run_bundles(
     """Scan the look-back's run prefixes once, register what is new and valid, record the rest."""
     now = now or dt.datetime.now(dt.timezone.utc)
     scan = find_run_bundles(zone, today, lookback_days)
-    registry = registered_drops(lake, "run_bundle")
+    registry = registered_drops(lake, RUN_BUNDLE_KIND)
     seen_bad = rejected_tokens(lake)
     result = IntakeResult(pending=len(scan.pending), prefixes=list(scan.prefixes))
 
@@ -167,7 +173,7 @@ def take_in_run_bundles(
             continue
         registry[key] = {"token": token, "content_hash": loaded.content_hash, "landing_prefix": bundle.prefix}
         result.registered.append(
-            RegisteredDrop("run_bundle", key, bundle.world_id, bundle.prefix, token, loaded.content_hash)
+            RegisteredDrop(RUN_BUNDLE_KIND, key, bundle.world_id, bundle.prefix, token, loaded.content_hash)
         )
     return result
 

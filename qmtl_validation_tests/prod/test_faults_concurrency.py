@@ -48,8 +48,6 @@ def test_concurrent_runs_of_one_world_lose_no_rows_and_keep_one_events_chain(
         deploy = s3_deployment(tmp_path, monkeypatch, s3_bucket)
         drops = Drops(deploy.settings.landing_root, s3_bucket.client)
         drops.put([policy_file("beta_growth", 1)])
-        for seed, strategy in enumerate(STRATEGIES, start=1):
-            drops.put(bundle("beta_growth", strategy, f"run-{seed:03d}", day=NOW.date(), seed=seed))
         clock = tmp_path / "clock.txt"
         set_clock(clock, NOW)
         sensor_environment(monkeypatch, clock)
@@ -57,18 +55,24 @@ def test_concurrent_runs_of_one_world_lose_no_rows_and_keep_one_events_chain(
         instance = dg.DagsterInstance.from_config(str(home))
         try:
             with daemon_workspace(instance) as context:
-                tick = tick_sensor(context, instance, "run_bundle_sensor")
-                assert tick.error is None, tick.error
-                assert len(tick.run_ids) == len(STRATEGIES)
+                # One bundle per tick: a tick's drops of one world make one run, so three runs of
+                # the world come from three ticks, all queued before the queue is drained.
+                run_ids = []
+                for seed, strategy in enumerate(STRATEGIES, start=1):
+                    drops.put(bundle("beta_growth", strategy, f"run-{seed:03d}", day=NOW.date(), seed=seed))
+                    tick = tick_sensor(context, instance, "run_bundle_sensor")
+                    assert tick.error is None, tick.error
+                    run_ids.extend(tick.run_ids)
+                assert len(run_ids) == len(STRATEGIES)
                 proxy.fail("hold", method="PUT", path=EVENTS)
                 drain_queue(context)  # all three launched at once (the queue allows 8)
                 proxy.wait_for_held(len(STRATEGIES), timeout=300)
                 # Every run is now inside its events upload, aiming at the same chain file.
                 proxy.release()
-                runs = wait_for_runs(context, instance, tick.run_ids)
+                runs = wait_for_runs(context, instance, run_ids)
                 assert [r.status.value for r in runs] == ["SUCCESS"] * len(STRATEGIES)
                 messages = " ".join(
-                    (event.message or "") for run_id in tick.run_ids for event in instance.all_logs(run_id)
+                    (event.message or "") for run_id in run_ids for event in instance.all_logs(run_id)
                 ).lower()
                 assert "lock" not in messages
         finally:

@@ -425,7 +425,7 @@ def test_a_tick_over_hostile_drops_rejects_them_and_launches_only_the_good_runs(
     from dagster._core.test_utils import instance_for_test
 
     from qmtl_validation_tests.dagster_harness import (
-        daemon_workspace, deployment, sensor_environment, set_clock, tick_sensor,
+        daemon_workspace, deployment, partition_keys_of, sensor_environment, set_clock, tick_sensor,
     )
     from qmtl_validation_tests.prod.daemons import reap_code_servers
 
@@ -444,7 +444,8 @@ def test_a_tick_over_hostile_drops_rejects_them_and_launches_only_the_good_runs(
         with instance_for_test() as instance, daemon_workspace(instance) as context:
             tick = tick_sensor(context, instance, "run_bundle_sensor")
             assert tick.status == "SUCCESS" and tick.error is None, tick.error
-            assert sorted(r.tags["dagster/partition"] for r in tick.runs) == [
+            order = instance.get_dynamic_partitions("evaluation_runs")
+            assert sorted(key for r in tick.runs for key in partition_keys_of(r, order)) == [
                 f"{WORLD}/mom_fast/good-001", f"{WORLD}/mom_slow/good-002"
             ]
             assert tick.cursor["rejected"] == 4

@@ -3,8 +3,10 @@
 ``risk_snapshot_sensor`` is the run bundle sensor's twin for ``snapshots/<date>/<world>/<version>.json``
 (:func:`~qmtl_validation.warehouse.snapshot_intake.take_in_snapshots`, same look-back, bounded work,
 quarantine and cursor; settings in :mod:`qmtl_validation.defs.runs.sensors`). New snapshots become
-``risk_snapshots`` partitions, their worlds ``worlds`` partitions, and each gets one run of
-``validate_snapshots`` keyed ``<world/version>:<content token>`` and an ``AssetObservation`` of
+``risk_snapshots`` partitions, their worlds ``worlds`` partitions; each world's new snapshots get
+one run of ``validate_snapshots`` over their range (tagged ``qmtl/world``; keyed as the bundle
+sensor's runs, :func:`~qmtl_validation.defs.runs.sensors.drop_run_requests`), and each snapshot an
+``AssetObservation`` of
 ``risk_snapshot`` (partition, version, landing key, content hash), so the asset's page shows a
 snapshot arriving before its run has finished.
 
@@ -43,9 +45,7 @@ from qmtl_validation.defs.resources import LandingZoneResource, WarehouseResourc
 from qmtl_validation.defs.risk_hub.definitions import FALLBACK_JOB, VALIDATE_SNAPSHOTS_JOB
 from qmtl_validation.defs.risk_hub.partitions import risk_snapshots_partitions, worlds_partitions
 from qmtl_validation.defs.runs.sensors import (
-    CONTENT_TOKEN_TAG,
-    LANDING_PREFIX_TAG,
-    SOURCE_TAG,
+    drop_run_requests,
     file_label,
     intake_cursor,
     listing_summary,
@@ -56,7 +56,7 @@ from qmtl_validation.defs.runs.sensors import (
     sensor_settings,
 )
 from qmtl_validation.warehouse.documents import WorldPolicies
-from qmtl_validation.warehouse.intake import RegisteredDrop, record_intake, registered_drops
+from qmtl_validation.warehouse.intake import record_intake, registered_drops, registry_drop
 from qmtl_validation.warehouse.lake import Lake
 from qmtl_validation.warehouse.landing import LandingZone
 from qmtl_validation.warehouse.snapshot_intake import SNAPSHOT_KIND, take_in_snapshots
@@ -117,40 +117,25 @@ def risk_snapshot_sensor(
     missing = missing[: max(0, settings.max_drops_per_tick - len(drops))]
     if missing:  # registered by a tick whose partition request never landed (see run_bundle_sensor)
         registry = registered_drops(lake, SNAPSHOT_KIND)
-        drops.extend(
-            RegisteredDrop(SNAPSHOT_KIND, key, row["world_id"], row["landing_prefix"], row["token"], row["content_hash"])
-            for key, row in ((k, registry[k]) for k in missing)
+        drops.extend(registry_drop(SNAPSHOT_KIND, key, registry[key]) for key in missing)
+    new_keys, requests = drop_run_requests(drops, known, source="risk_snapshot_sensor", world_tag=WORLD_TAG)
+    observations = [
+        dg.AssetObservation(
+            asset_key=RISK_SNAPSHOT,
+            partition=drop.partition_key,
+            metadata={
+                "world_id": drop.world_id,
+                "version": drop.partition_key.split("/", 1)[1],
+                "landing_key": drop.landing_prefix,
+                "content_hash": drop.content_hash,
+                "received_at": now.isoformat(),
+            },
         )
-    requests, observations = [], []
-    for drop in drops:
-        requests.append(
-            dg.RunRequest(
-                run_key=f"{drop.partition_key}:{drop.token}",
-                partition_key=drop.partition_key,
-                tags={
-                    SOURCE_TAG: "risk_snapshot_sensor",
-                    LANDING_PREFIX_TAG: drop.landing_prefix,
-                    CONTENT_TOKEN_TAG: drop.token,
-                    WORLD_TAG: drop.world_id,
-                },
-            )
-        )
-        observations.append(
-            dg.AssetObservation(
-                asset_key=RISK_SNAPSHOT,
-                partition=drop.partition_key,
-                metadata={
-                    "world_id": drop.world_id,
-                    "version": drop.partition_key.split("/", 1)[1],
-                    "landing_key": drop.landing_prefix,
-                    "content_hash": drop.content_hash,
-                    "received_at": now.isoformat(),
-                },
-            )
-        )
+        for drop in drops
+    ]
     partition_requests = []
-    if drops:
-        partition_requests.append(risk_snapshots_partitions.build_add_request([d.partition_key for d in drops]))
+    if new_keys:
+        partition_requests.append(risk_snapshots_partitions.build_add_request(new_keys))
         worlds_known = set(context.instance.get_dynamic_partitions(worlds_partitions.name))
         worlds = sorted({d.world_id for d in drops} - worlds_known)
         if worlds:

@@ -3,8 +3,11 @@
 ``run_bundle_sensor`` runs one intake per tick (:func:`~qmtl_validation.warehouse.intake.take_in_run_bundles`):
 it lists only the look-back's date prefixes, registers complete new bundles, quarantines bad drops
 (a ``rejections`` row with the exact reason, logged in the tick; the files stay where they are)
-and returns one ``SensorResult``: the new partitions and one run of ``validate_runs`` per new
-partition, keyed ``<partition key>:<content token>`` so an identical re-drop never runs twice.
+and returns one ``SensorResult``: the new partitions, added world by world, and one run of
+``validate_runs`` per world over that world's new partitions (one contiguous range; a lone drop is
+a single-partition run keyed ``<partition key>:<content token>``). Run keys hash the batch's keys
+and content tokens, so an identical re-drop or a re-requested batch never runs twice
+(:func:`drop_run_requests`).
 
 Settings shared by every landing-zone sensor (environment; the interval is read when the code
 location loads, the others at every tick):
@@ -31,28 +34,35 @@ the cursor's date (at most ``MAX_CATCH_UP_DAYS``), so no drop date is skipped.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import itertools
 import json
 import os
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Collection, Mapping, Sequence
 
 import dagster as dg
 
+from qmtl_validation.defs.pipeline import range_tags
 from qmtl_validation.defs.resources import LandingZoneResource, WarehouseResource
 from qmtl_validation.defs.runs.partitions import evaluation_runs_partitions
 from qmtl_validation.warehouse.intake import (
     IntakeResult,
+    RUN_BUNDLE_KIND,
+    RegisteredDrop,
     record_intake,
     registered_drops,
+    registry_drop,
     take_in_run_bundles,
 )
 
 SOURCE_TAG = "qmtl/source"
 LANDING_PREFIX_TAG = "qmtl/landing_prefix"
 CONTENT_TOKEN_TAG = "qmtl/content_token"
+DROPS_TAG = "qmtl/drops"
 MAX_CATCH_UP_DAYS = 90
 REJECTIONS_LOGGED_PER_TICK = 200
 
@@ -176,12 +186,45 @@ def file_label(sensor_name: str) -> str:
     return f"{sensor_name}-{uuid.uuid4().hex[:8]}"
 
 
-def run_bundle_run_request(partition_key: str, landing_prefix: str, token: str) -> dg.RunRequest:
-    return dg.RunRequest(
-        run_key=f"{partition_key}:{token}",
-        partition_key=partition_key,
-        tags={SOURCE_TAG: "run_bundle_sensor", LANDING_PREFIX_TAG: landing_prefix, CONTENT_TOKEN_TAG: token},
-    )
+def drop_run_requests(
+    drops: Sequence[RegisteredDrop], known_partitions: Collection[str], *, source: str, world_tag: str | None = None
+) -> tuple[list[str], list[dg.RunRequest]]:
+    """The partitions to add and the runs to request for a tick's registered drops.
+
+    Drops new to the instance are grouped by world: their keys are added together, world by
+    world, so each world's batch is one contiguous range of Dagster's partition order, and the
+    batch becomes one run over that range. One run per drop would cost a run's start-up (seconds)
+    per drop and a lake file per table per drop; one per world and tick keeps both to a handful.
+    The run key is the batch's ``key:token`` list hashed, so re-requesting the same batch (a tick
+    lost after its partitions landed) never runs it twice. A drop whose partition the instance
+    already has cannot join a range (its position is elsewhere) and gets a run of its own, keyed
+    ``<partition key>:<content token>``.
+
+    ``world_tag`` names a tag that carries each run's world (the snapshot runs' ``qmtl/world``, on
+    which the prod instance allows one run per world at a time).
+    """
+    unique = list({drop.partition_key: drop for drop in drops}.values())
+    fresh = sorted((d for d in unique if d.partition_key not in known_partitions), key=lambda d: (d.world_id, d.partition_key))
+    requests = [_single_drop_request(d, source, world_tag) for d in unique if d.partition_key in known_partitions]
+    for world_id, batch in itertools.groupby(fresh, key=lambda d: d.world_id):
+        batch = list(batch)
+        if len(batch) == 1:
+            requests.append(_single_drop_request(batch[0], source, world_tag))
+            continue
+        keys = [d.partition_key for d in batch]
+        digest = hashlib.sha256("\n".join(f"{d.partition_key}:{d.token}" for d in batch).encode()).hexdigest()
+        tags = {SOURCE_TAG: source, DROPS_TAG: str(len(batch)), **range_tags(keys)}
+        if world_tag:
+            tags[world_tag] = world_id
+        requests.append(dg.RunRequest(run_key=f"{keys[0]}..{keys[-1]}:{digest[:16]}", tags=tags))
+    return [d.partition_key for d in fresh], requests
+
+
+def _single_drop_request(drop: RegisteredDrop, source: str, world_tag: str | None) -> dg.RunRequest:
+    tags = {SOURCE_TAG: source, LANDING_PREFIX_TAG: drop.landing_prefix, CONTENT_TOKEN_TAG: drop.token}
+    if world_tag:
+        tags[world_tag] = drop.world_id
+    return dg.RunRequest(run_key=f"{drop.partition_key}:{drop.token}", partition_key=drop.partition_key, tags=tags)
 
 
 _SETTINGS = sensor_settings()
@@ -221,21 +264,18 @@ def run_bundle_sensor(
     record_intake(lake, intake, now=now, file_label=file_label("run_bundle_sensor"))
     log_rejections(context, intake.rejections)
 
-    requests = [run_bundle_run_request(d.partition_key, d.landing_prefix, d.token) for d in intake.registered]
-    new_keys = list(intake.partition_keys)
+    drops = list(intake.registered)
     # A bundle registered in the lake whose partition the instance lacks (a tick that failed
     # after writing the registry, or a fresh instance over an old lake) is requested again, within
     # the tick's budget; the run key keeps it to one run.
     known_partitions = set(context.instance.get_dynamic_partitions(evaluation_runs_partitions.name))
     missing = [key for key in dict.fromkeys(intake.unchanged) if key not in known_partitions]
-    missing = missing[: max(0, settings.max_drops_per_tick - len(requests))]
+    missing = missing[: max(0, settings.max_drops_per_tick - len(drops))]
     if missing:
-        registry = registered_drops(lake, "run_bundle")
-        for key in missing:
-            row = registry[key]
-            requests.append(run_bundle_run_request(key, row["landing_prefix"], row["token"]))
-        new_keys.extend(missing)
+        registry = registered_drops(lake, RUN_BUNDLE_KIND)
+        drops.extend(registry_drop(RUN_BUNDLE_KIND, key, registry[key]) for key in missing)
         context.log.info(f"re-requesting {len(missing)} registered run(s) the instance has no partition for")
+    new_keys, requests = drop_run_requests(drops, known_partitions, source="run_bundle_sensor")
 
     summary = intake.summary()
     elapsed = time.perf_counter() - started

@@ -18,6 +18,7 @@ from qmtl_validation_tests.dagster_harness import (
     daemon_workspace,
     deployment,
     lake_of,
+    partition_keys_of,
     sensor_environment,
     set_clock,
     sync_instance,
@@ -70,17 +71,24 @@ def test_a_stale_world_gets_one_fallback_per_breach_episode_and_a_fresh_snapshot
     sensor_environment(monkeypatch, clock)
     drops = Drops(deploy.settings.landing_root)
     drops.put([("policies/w_fast/1.yaml", policy("5m")), ("policies/w_slow/1.yaml", policy("15m"))])
+    drops.put(snapshot("w_fast", "v0", T0 - dt.timedelta(minutes=1)))
     drops.put(snapshot("w_fast", "v1", T0) + snapshot("w_slow", "v1", T0))
     lake = lake_of(deploy)
 
     with sync_instance() as instance, daemon_workspace(instance) as context:
         taken = tick_sensor(context, instance, "risk_snapshot_sensor")
         assert taken.error is None, taken.error
-        assert sorted(taken.partitions_added) == ["w_fast", "w_fast/v1", "w_slow", "w_slow/v1"]
+        assert sorted(taken.partitions_added) == ["w_fast", "w_fast/v0", "w_fast/v1", "w_slow", "w_slow/v1"]
+        # One run per world over the world's new snapshots, tagged with the world.
+        order = instance.get_dynamic_partitions("risk_snapshots")
+        assert sorted((r.tags["qmtl/world"], partition_keys_of(r, order)) for r in taken.runs) == [
+            ("w_fast", ["w_fast/v0", "w_fast/v1"]), ("w_slow", ["w_slow/v1"])]
         assert [r.status for r in taken.runs] == [dg.DagsterRunStatus.SUCCESS] * 2
+        assert sorted(instance.get_materialized_partitions(dg.AssetKey("risk_snapshot"))) == [
+            "w_fast/v0", "w_fast/v1", "w_slow/v1"]
         observed = instance.fetch_observations(dg.AssetKey("risk_snapshot"), limit=10).records
-        assert sorted(r.partition_key for r in observed) == ["w_fast/v1", "w_slow/v1"]
-        assert {r.asset_observation.metadata["version"].value for r in observed} == {"v1"}
+        assert sorted(r.partition_key for r in observed) == ["w_fast/v0", "w_fast/v1", "w_slow/v1"]
+        assert {r.asset_observation.metadata["version"].value for r in observed} == {"v0", "v1"}
 
         # Fresh: no run, no breach; the check passes.
         set_clock(clock, T0 + dt.timedelta(minutes=2))

@@ -22,6 +22,7 @@ from qmtl_validation.defs.runs.sensors import (
     run_bundle_sensor,
     sensor_settings,
 )
+from qmtl_validation.warehouse.intake import RegisteredDrop
 from qmtl_validation.warehouse.queries import latest_rows
 from qmtl_validation_tests.dagster_harness import (
     Drops,
@@ -29,6 +30,7 @@ from qmtl_validation_tests.dagster_harness import (
     daemon_workspace,
     deployment,
     lake_of,
+    partition_keys_of,
     policy_file,
     s3_deployment,
     sensor_environment,
@@ -147,7 +149,9 @@ def test_each_bad_drop_is_quarantined_with_its_reason_while_good_drops_in_the_sa
         tick = tick_sensor(context, instance, "run_bundle_sensor")
         assert tick.error is None, tick.error
         assert sorted(tick.partitions_added) == ["beta_growth/good_a/r1", "beta_growth/good_b/r1"]
-        assert sorted(r.tags["dagster/partition"] for r in tick.runs) == sorted(tick.partitions_added)
+        # One world, two new drops: one run over both.
+        order = instance.get_dynamic_partitions("evaluation_runs")
+        assert [sorted(partition_keys_of(r, order)) for r in tick.runs] == [sorted(tick.partitions_added)]
         assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in tick.runs)
 
         lake = lake_of(deploy)
@@ -191,7 +195,7 @@ def test_each_bad_drop_is_quarantined_with_its_reason_while_good_drops_in_the_sa
         assert any("conflict" in line and "good_a" in line for line in conflict.warnings())
         final = tick_sensor(context, instance, "run_bundle_sensor")
         assert final.runs == () and len(latest_rows(lake, "rejections", latest=False)) == len(expected) + 1
-        assert len(instance.get_runs()) == 2
+        assert len(instance.get_runs()) == 1
 
 
 def _old_objects(root: Path, count: int, today: dt.date) -> None:
@@ -280,13 +284,14 @@ def test_work_per_tick_is_bounded_and_the_rest_waits_for_the_next_tick(tmp_path,
             cursor = result.cursor
             state = json.loads(cursor)
             assert (state["new"], state["deferred"]) == (expected_new, expected_deferred)
-            keys = [r.partition_key for r in result.run_requests]
-            assert [r.run_key for r in result.run_requests] == [
-                f"{k}:{r.tags['qmtl/content_token']}" for k, r in zip(keys, result.run_requests)
-            ]
+            keys = list(result.dynamic_partitions_requests[0].partition_keys) if expected_new else []
+            assert len(keys) == expected_new
             if keys:
-                assert result.dynamic_partitions_requests[0].partition_keys == keys
                 instance.add_dynamic_partitions("evaluation_runs", keys)
+                (request,) = result.run_requests  # one world: the tick's drops make one run
+                assert partition_keys_of(request, instance.get_dynamic_partitions("evaluation_runs")) == keys
+            else:
+                assert result.run_requests == []
             taken.extend(keys)
         assert sorted(taken) == [f"beta_growth/s{i}/r1" for i in range(5)]
         assert state["taken_in"] == 5 and state["date"] == TODAY.isoformat()
@@ -294,18 +299,80 @@ def test_work_per_tick_is_bounded_and_the_rest_waits_for_the_next_tick(tmp_path,
         assert len(cursor) < 400
 
 
+def _drop(world: str, name: str, token: str = "t1") -> RegisteredDrop:
+    return RegisteredDrop("run_bundle", f"{world}/{name}/r1", world, f"runs/2026-11-27/{world}/{name}/r1/", token, "h")
+
+
+def test_a_ticks_new_drops_become_one_run_per_world_over_exactly_that_worlds_partitions():
+    drops = [_drop("beta", "s2"), _drop("alpha", "s1"), _drop("beta", "s1"), _drop("gamma", "s1"),
+             _drop("alpha", "s2"), _drop("alpha", "old")]
+    known = ["alpha/old/r1", "zeta/s1/r1"]
+
+    added, requests = sensors.drop_run_requests(drops, known, source="test", world_tag="qmtl/world")
+
+    # Added world by world, so each world's new keys are one range of the partition order.
+    assert added == ["alpha/s1/r1", "alpha/s2/r1", "beta/s1/r1", "beta/s2/r1", "gamma/s1/r1"]
+    order = known + added
+    covered = {r.run_key: partition_keys_of(r, order) for r in requests}
+    by_world = {r.tags["qmtl/world"]: partition_keys_of(r, order) for r in requests if r.tags.get("qmtl/drops")}
+    assert by_world == {"alpha": ["alpha/s1/r1", "alpha/s2/r1"], "beta": ["beta/s1/r1", "beta/s2/r1"]}
+    # A lone new drop and a drop whose partition already exists get single-partition runs keyed by token.
+    singles = {r.partition_key: r.run_key for r in requests if r.partition_key}
+    assert singles == {"alpha/old/r1": "alpha/old/r1:t1", "gamma/s1/r1": "gamma/s1/r1:t1"}
+    assert sorted(k for keys in covered.values() for k in keys) == sorted(d.partition_key for d in drops)
+    assert all(r.tags["qmtl/source"] == "test" for r in requests)
+
+    # The same batch always has the same run key; other content in one drop gives another.
+    _, same = sensors.drop_run_requests(list(reversed(drops)), known, source="test")
+    assert sorted(r.run_key for r in same) == sorted(covered)
+    changed = [*drops[:1], _drop("alpha", "s1", token="t2"), *drops[2:]]
+    _, other = sensors.drop_run_requests(changed, known, source="test")
+    alpha_key = next(k for k, keys in covered.items() if keys == by_world["alpha"])
+    assert alpha_key not in {r.run_key for r in other} and len(other) == len(requests)
+
+
+@pytest.mark.slow
+def test_a_tick_over_two_worlds_drops_validates_each_world_in_one_run(tmp_path, monkeypatch):
+    deploy = deployment(tmp_path, monkeypatch)
+    clock = tmp_path / "clock.txt"
+    set_clock(clock, NOW)
+    sensor_environment(monkeypatch, clock)
+    drops = Drops(deploy.settings.landing_root)
+    drops.put([policy_file("beta_growth", 1), policy_file("alpha_core", 1, "alpha_core")])
+    for i in range(3):
+        drops.put(bundle("beta_growth", f"s{i}", "r1", day=TODAY, seed=i))
+    for i in range(2):
+        drops.put(bundle("alpha_core", f"s{i}", "r1", day=TODAY, seed=10 + i))
+
+    with sync_instance() as instance, daemon_workspace(instance) as context:
+        tick = tick_sensor(context, instance, "run_bundle_sensor")
+        assert tick.error is None, tick.error
+        order = instance.get_dynamic_partitions("evaluation_runs")
+        covered = sorted(sorted(partition_keys_of(r, order)) for r in tick.runs)
+        assert covered == [[f"alpha_core/s{i}/r1" for i in range(2)], [f"beta_growth/s{i}/r1" for i in range(3)]]
+        assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in tick.runs)
+        history = latest_rows(lake_of(deploy), "evaluation_run_history", latest=False)
+        assert sorted(history["world_id"] + "/" + history["strategy_id"]) == sorted(k[:-3] for k in order)
+        assert tick_sensor(context, instance, "run_bundle_sensor").runs == ()
+
+
 def test_a_registered_run_the_instance_lacks_is_requested_again_under_the_same_run_key(tmp_path, monkeypatch):
     deploy = deployment(tmp_path, monkeypatch)
-    Drops(deploy.settings.landing_root).put(bundle("beta_growth", "s1", "r1", day=TODAY))
+    drops = Drops(deploy.settings.landing_root)
+    drops.put(bundle("beta_growth", "s1", "r1", day=TODAY))
+    drops.put(bundle("beta_growth", "s2", "r1", day=TODAY, seed=2))
+    drops.put(bundle("alpha_core", "s1", "r1", day=TODAY, seed=3))
     monkeypatch.setattr(sensors, "clock", lambda: NOW)
     with dg.instance_for_test() as first:
         taken = evaluate(run_bundle_sensor, first, deploy)
-    # A fresh instance over the same lake (the tick that registered the run never added its partition).
+    keys = ["alpha_core/s1/r1", "beta_growth/s1/r1", "beta_growth/s2/r1"]
+    # A fresh instance over the same lake (the tick that registered the runs never added their partitions).
     with dg.instance_for_test() as fresh:
         again = evaluate(run_bundle_sensor, fresh, deploy)
+        assert len(taken.run_requests) == 2  # one per world
         assert [r.run_key for r in again.run_requests] == [r.run_key for r in taken.run_requests]
-        assert again.dynamic_partitions_requests[0].partition_keys == ["beta_growth/s1/r1"]
-        fresh.add_dynamic_partitions("evaluation_runs", ["beta_growth/s1/r1"])
+        assert again.dynamic_partitions_requests[0].partition_keys == keys
+        fresh.add_dynamic_partitions("evaluation_runs", keys)
         quiet = evaluate(run_bundle_sensor, fresh, deploy)
         assert quiet.run_requests == [] and quiet.dynamic_partitions_requests == []
 
