@@ -84,8 +84,9 @@ _SETTINGS = sensor_settings()
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
         "Takes risk snapshots in from the landing zone's recent date prefixes: adds a "
-        "risk_snapshots partition (and the world to worlds) and launches validate_snapshots for "
-        "each new one; bad drops get a rejections row and a line in the tick log."
+        "risk_snapshots partition (and the world to worlds) for each new one and launches "
+        "validate_snapshots once per world over that world's new snapshots; bad drops get a "
+        "rejections row and a line in the tick log."
     ),
 )
 def risk_snapshot_sensor(

@@ -237,8 +237,9 @@ _SETTINGS = sensor_settings()
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
         "Takes complete run bundles (run.json present) in from the landing zone's recent date "
-        "prefixes: adds an evaluation_runs partition and launches validate_runs for each new one; "
-        "bad drops get a rejections row and a line in the tick log, and stay where they are."
+        "prefixes: adds an evaluation_runs partition for each new one and launches validate_runs "
+        "once per world over that world's new partitions; bad drops get a rejections row and a "
+        "line in the tick log, and stay where they are."
     ),
 )
 def run_bundle_sensor(
