@@ -192,6 +192,37 @@ TRANSIENT_FAULTS = {  # name: (proxy action, what the client raises)
 }
 
 
+def test_s3_dropping_connections_while_a_run_reads_its_bundles_fails_the_run_as_an_outage_not_a_bad_bundle(
+    faulty_prod,
+):
+    """A run that cannot reach S3 must say so and fail (the prod instance retries it); it must not
+    blame the bundles by failing their contract checks."""
+    import dagster as dg
+
+    deploy, _, proxy, bucket = faulty_prod
+    before = _landing_keys(bucket)
+    with instance_for_test() as instance, daemon_workspace(instance) as context:
+        taken = tick_sensor(context, instance, "run_bundle_sensor")
+        assert taken.error is None, taken.error
+        proxy.fail("reset", method="GET", path="/run.json")  # after intake: only the run reads it
+        (run,) = wait_for_runs(context, instance, taken.run_ids)
+        assert run.status == dg.DagsterRunStatus.FAILURE
+        failures = [
+            event.dagster_event.step_failure_data.error.to_string()
+            for event in instance.all_logs(run.run_id)
+            if event.dagster_event and event.dagster_event.event_type_value == "STEP_FAILURE"
+        ]
+        assert len(failures) == 1 and "Connection was closed" in failures[0], failures
+        assert "contract" not in failures[0]
+        for table in ("run_manifests", "strategy_returns", "strategy_trades"):
+            checks = instance.event_log_storage.get_asset_check_execution_history(
+                dg.AssetCheckKey(dg.AssetKey(table), "contract"), limit=5
+            )
+            assert not [c for c in checks if c.evaluation is not None and not c.evaluation.passed], table
+    assert latest_rows(lake_of(deploy), "run_manifests", latest=False).empty  # nothing half-written
+    assert _landing_keys(bucket) == before
+
+
 def _described(error: BaseException) -> str:
     code = (getattr(error, "response", None) or {}).get("Error", {}).get("Code")
     return f"{type(error).__name__} {code}" if code else type(error).__name__
@@ -217,31 +248,41 @@ def _direct_lake(s3_server, bucket):
     return Lake(bucket.uri("lake"), s3_client=bucket.client, endpoint_url=s3_server.url)
 
 
+def _fault_then_heal(s3_server, s3_bucket, take_in, fault: str, path: str):
+    """Run the intake ``take_in`` while ``fault`` hits GETs of ``path``: it must raise that error
+    and record no rejection; healed, it runs again and its result is recorded. Returns that
+    second intake and the lake."""
+    from qmtl_validation.warehouse.intake import record_intake
+
+    action, expected = TRANSIENT_FAULTS[fault]
+    lake = _direct_lake(s3_server, s3_bucket)
+    with faulty_s3(s3_server.url) as proxy:
+        zone = _impatient_zone(proxy, s3_bucket)
+        proxy.fail(action, method="GET", path=path, stall_seconds=3)
+        with pytest.raises(Exception) as raised:
+            take_in(zone, lake, today=TODAY, lookback_days=1, now=NOW)
+        assert _described(raised.value) == expected
+        assert proxy.hits(action) >= 1
+        assert latest_rows(lake, "rejections", latest=False).empty
+
+        proxy.heal()
+        intake = take_in(zone, lake, today=TODAY, lookback_days=1, now=NOW)
+        record_intake(lake, intake, now=NOW, file_label="after-fault")
+    assert latest_rows(lake, "rejections", latest=False).empty
+    return intake, lake
+
+
 @pytest.mark.parametrize("fault", sorted(TRANSIENT_FAULTS))
 def test_a_transient_s3_error_while_reading_a_bundle_fails_the_intake_and_the_next_one_takes_it_in(
     s3_server, s3_bucket, fault
 ):
     """botocore's timeouts are ``OSError``s, which the intake also catches for bad content: a
     timeout must not become a permanent rejection of a good bundle."""
-    from qmtl_validation.warehouse.intake import record_intake, take_in_run_bundles
+    from qmtl_validation.warehouse.intake import take_in_run_bundles
 
-    action, expected = TRANSIENT_FAULTS[fault]
     Drops(s3_bucket.uri("landing"), s3_bucket.client).put(bundle("beta_growth", "mom_fast", "run-001", day=TODAY))
-    lake = _direct_lake(s3_server, s3_bucket)
-    with faulty_s3(s3_server.url) as proxy:
-        zone = _impatient_zone(proxy, s3_bucket)
-        proxy.fail(action, method="GET", path="/run.json", stall_seconds=3)
-        with pytest.raises(Exception) as raised:
-            take_in_run_bundles(zone, lake, today=TODAY, lookback_days=1, now=NOW)
-        assert _described(raised.value) == expected
-        assert proxy.hits(action) >= 1
-        assert latest_rows(lake, "rejections", latest=False).empty
-
-        proxy.heal()
-        intake = take_in_run_bundles(zone, lake, today=TODAY, lookback_days=1, now=NOW)
-        record_intake(lake, intake, now=NOW, file_label="after-fault")
+    intake, lake = _fault_then_heal(s3_server, s3_bucket, take_in_run_bundles, fault, "/run.json")
     assert intake.partition_keys == ["beta_growth/mom_fast/run-001"] and intake.rejections == []
-    assert latest_rows(lake, "rejections", latest=False).empty
     assert latest_rows(lake, "landing_registry", latest=False)["partition_key"].tolist() == ["beta_growth/mom_fast/run-001"]
 
 
@@ -274,25 +315,10 @@ def test_a_transient_s3_error_while_reading_a_snapshot_or_its_policy_is_not_reco
 ):
     """A policy that cannot be read *now* must not make the world look policy-less (a
     ``policy_unavailable`` rejection) and a snapshot or ref that times out is not a bad drop."""
-    from qmtl_validation.warehouse.intake import record_intake
     from qmtl_validation.warehouse.snapshot_intake import take_in_snapshots
 
-    action, expected = TRANSIENT_FAULTS[fault]
     drops = Drops(s3_bucket.uri("landing"), s3_bucket.client)
     drops.put([policy_file("beta_growth", 1)])
     drops.put(_snapshot_drop())
-    lake = _direct_lake(s3_server, s3_bucket)
-    with faulty_s3(s3_server.url) as proxy:
-        zone = _impatient_zone(proxy, s3_bucket)
-        proxy.fail(action, method="GET", path=path, stall_seconds=3)
-        with pytest.raises(Exception) as raised:
-            take_in_snapshots(zone, lake, today=TODAY, lookback_days=1, now=NOW)
-        assert _described(raised.value) == expected
-        assert proxy.hits(action) >= 1
-        assert latest_rows(lake, "rejections", latest=False).empty
-
-        proxy.heal()
-        intake = take_in_snapshots(zone, lake, today=TODAY, lookback_days=1, now=NOW)
-        record_intake(lake, intake, now=NOW, file_label="after-fault")
+    intake, _ = _fault_then_heal(s3_server, s3_bucket, take_in_snapshots, fault, path)
     assert intake.partition_keys == ["beta_growth/v0001"], intake.rejections
-    assert latest_rows(lake, "rejections", latest=False).empty

@@ -67,6 +67,7 @@ from qmtl_validation.defs.risk_hub.revisions import (
 from qmtl_validation.warehouse import snapshot_rows as rows
 from qmtl_validation.warehouse.documents import WorldPolicies
 from qmtl_validation.warehouse.lake import unique_file_stem
+from qmtl_validation.warehouse.landing import is_transient_io_error
 from qmtl_validation.warehouse.outbox import append_events
 from qmtl_validation.warehouse.snapshot_intake import (
     SnapshotDropError,
@@ -387,6 +388,8 @@ def covariance_matrix(
                 check_psd=record.covariance_form == "ref",
             )
         except (SnapshotContractError, SnapshotDropError, OSError) as error:
+            if is_transient_io_error(error):
+                raise  # the store is briefly unreachable, not a broken snapshot: the run fails and is retried
             problems.append(f"{key}: {error}")
             continue
         frames.append(rows.covariance_rows(record.snapshot, matrix, labels, recorded_at=recorded_at))
@@ -438,6 +441,8 @@ def realized_returns(
                 zone, record.landing_key or "", _landing_payload(zone, record, "realized_returns")
             )
         except (SnapshotContractError, SnapshotDropError, OSError) as error:
+            if is_transient_io_error(error):
+                raise  # the store is briefly unreachable, not a broken snapshot: the run fails and is retried
             problems.append(f"{key}: {error}")
             continue
         if wide is not None:

@@ -39,6 +39,7 @@ from qmtl_validation.settings import read_backfill_runs_per_chunk
 from qmtl_validation.warehouse.documents import ModelCards, WorldPolicies
 from qmtl_validation.warehouse import run_rows
 from qmtl_validation.warehouse.intake import REGISTRY_TABLE, read_bundle_files
+from qmtl_validation.warehouse.landing import is_transient_io_error
 
 _RUNS_PER_CHUNK = read_backfill_runs_per_chunk()
 BACKFILL_POLICY = (
@@ -120,6 +121,8 @@ def run_bundle(context: dg.AssetExecutionContext, landing: LandingZoneResource, 
         try:
             bundles.append(load_bundle_from_files(read_bundle_files(zone, prefixes[key]), expected_key=key))
         except (BundleError, OSError, ValueError) as error:
+            if is_transient_io_error(error):
+                raise  # the store is briefly unreachable, not a broken bundle: the run fails and is retried
             problems.append(f"{key}: {error}")
     if problems:
         # The bundles broke their input contract since intake (or were never taken in): fail the

@@ -195,8 +195,9 @@ def drop_run_requests(
     world, so each world's batch is one contiguous range of Dagster's partition order, and the
     batch becomes one run over that range. One run per drop would cost a run's start-up (seconds)
     per drop and a lake file per table per drop; one per world and tick keeps both to a handful.
-    The run key is the batch's ``key:token`` list hashed, so re-requesting the same batch (a tick
-    lost after its partitions landed) never runs it twice. A drop whose partition the instance
+    The run key is the batch's ``key:token`` list hashed, so requesting the same batch again (a
+    tick that failed after writing the registry is followed by one that re-requests its drops)
+    never runs it twice. A drop whose partition the instance
     already has cannot join a range (its position is elsewhere) and gets a run of its own, keyed
     ``<partition key>:<content token>``.
 
@@ -204,7 +205,9 @@ def drop_run_requests(
     which the prod instance allows one run per world at a time).
     """
     unique = list({drop.partition_key: drop for drop in drops}.values())
-    fresh = sorted((d for d in unique if d.partition_key not in known_partitions), key=lambda d: (d.world_id, d.partition_key))
+    fresh = sorted(
+        (d for d in unique if d.partition_key not in known_partitions), key=lambda d: (d.world_id, d.partition_key)
+    )
     requests = [_single_drop_request(d, source, world_tag) for d in unique if d.partition_key in known_partitions]
     for world_id, batch in itertools.groupby(fresh, key=lambda d: d.world_id):
         batch = list(batch)
