@@ -22,9 +22,11 @@ $(SYNCED): pyproject.toml uv.lock | $(UV)
 check-definitions: $(SYNCED)
 	$(BIN)/dagster definitions validate -m qmtl_validation.definitions
 
-# Two workers: the suite is dominated by real Dagster runs and servers, one per core.
+# Three workers on two cores: the suite is real Dagster runs, servers and subprocesses that spend
+# a third of their time waiting (ticks, retries, process start), so two workers left the cores
+# about 35% idle.
 test: $(SYNCED) check-definitions
-	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 3 $(PYTEST_ARGS)
 
 # The production profile end to end: a fresh PostgreSQL database (local cluster, 127.0.0.1:5432)
 # and moto's S3 server, deploy/dagster.yaml as the instance, sensors ticking, runs executing.
