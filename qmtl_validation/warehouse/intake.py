@@ -92,7 +92,9 @@ def registered_drops(lake: Lake, kind: str) -> dict[str, dict[str, Any]]:
 
 def registry_drop(kind: str, partition_key: str, row: Mapping[str, Any]) -> RegisteredDrop:
     """The drop a registry row records (for re-requesting a run the instance lost)."""
-    return RegisteredDrop(kind, partition_key, row["world_id"], row["landing_prefix"], row["token"], row["content_hash"])
+    return RegisteredDrop(
+        kind, partition_key, row["world_id"], row["landing_prefix"], row["token"], row["content_hash"]
+    )
 
 
 def rejected_tokens(lake: Lake) -> set[tuple[str, str]]:

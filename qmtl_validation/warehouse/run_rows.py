@@ -218,7 +218,8 @@ def returns_panel(frame: pd.DataFrame, order: Sequence[str]) -> tuple[pd.DataFra
         positions = frame[KEY_POSITION].to_numpy(dtype=np.int64)
         outside = (positions < 0) | (positions >= len(order))
         if outside.any():
-            raise ValueError(f"returns rows with positions outside the requested partitions: {sorted(set(positions[outside]))[:3]}")
+            unknown = sorted(set(positions[outside]))[:3]
+            raise ValueError(f"returns rows with positions outside the requested partitions: {unknown}")
     else:
         keys = partition_keys_of(frame).to_numpy()
         positions = pd.Index(order).get_indexer(keys)

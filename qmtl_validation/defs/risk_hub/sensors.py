@@ -46,6 +46,7 @@ from qmtl_validation.defs.risk_hub.definitions import FALLBACK_JOB, VALIDATE_SNA
 from qmtl_validation.defs.risk_hub.partitions import risk_snapshots_partitions, worlds_partitions
 from qmtl_validation.defs.runs.sensors import (
     drop_run_requests,
+    drops_to_request,
     file_label,
     intake_cursor,
     listing_summary,
@@ -56,7 +57,7 @@ from qmtl_validation.defs.runs.sensors import (
     sensor_settings,
 )
 from qmtl_validation.warehouse.documents import WorldPolicies
-from qmtl_validation.warehouse.intake import record_intake, registered_drops, registry_drop
+from qmtl_validation.warehouse.intake import record_intake
 from qmtl_validation.warehouse.lake import Lake
 from qmtl_validation.warehouse.landing import LandingZone
 from qmtl_validation.warehouse.snapshot_intake import SNAPSHOT_KIND, take_in_snapshots
@@ -112,13 +113,10 @@ def risk_snapshot_sensor(
     record_intake(lake, intake, now=now, file_label=file_label("risk_snapshot_sensor"))
     log_rejections(context, intake.rejections)
 
-    drops = list(intake.registered)
-    known = set(context.instance.get_dynamic_partitions(risk_snapshots_partitions.name))
-    missing = [key for key in dict.fromkeys(intake.unchanged) if key not in known]
-    missing = missing[: max(0, settings.max_drops_per_tick - len(drops))]
-    if missing:  # registered by a tick whose partition request never landed (see run_bundle_sensor)
-        registry = registered_drops(lake, SNAPSHOT_KIND)
-        drops.extend(registry_drop(SNAPSHOT_KIND, key, registry[key]) for key in missing)
+    drops, known = drops_to_request(
+        context, lake, intake, kind=SNAPSHOT_KIND, partitions_name=risk_snapshots_partitions.name,
+        budget=settings.max_drops_per_tick,
+    )
     new_keys, requests = drop_run_requests(drops, known, source="risk_snapshot_sensor", world_tag=WORLD_TAG)
     observations = [
         dg.AssetObservation(

@@ -58,6 +58,7 @@ from qmtl_validation.warehouse.intake import (
     registry_drop,
     take_in_run_bundles,
 )
+from qmtl_validation.warehouse.lake import Lake
 
 SOURCE_TAG = "qmtl/source"
 LANDING_PREFIX_TAG = "qmtl/landing_prefix"
@@ -186,6 +187,27 @@ def file_label(sensor_name: str) -> str:
     return f"{sensor_name}-{uuid.uuid4().hex[:8]}"
 
 
+def drops_to_request(
+    context: dg.SensorEvaluationContext, lake: Lake, intake: IntakeResult, *, kind: str, partitions_name: str,
+    budget: int,
+) -> tuple[list[RegisteredDrop], set[str]]:
+    """The drops a tick requests runs for, and the partitions the instance already has.
+
+    The tick's newly registered drops, plus registered drops whose partition the instance lacks (a
+    tick that failed after writing the registry, or a fresh instance over an old lake), within the
+    tick's ``budget``; :func:`drop_run_requests` keeps any of them from running twice.
+    """
+    drops = list(intake.registered)
+    known = set(context.instance.get_dynamic_partitions(partitions_name))
+    missing = [key for key in dict.fromkeys(intake.unchanged) if key not in known]
+    missing = missing[: max(0, budget - len(drops))]
+    if missing:
+        registry = registered_drops(lake, kind)
+        drops.extend(registry_drop(kind, key, registry[key]) for key in missing)
+        context.log.info(f"re-requesting {len(missing)} registered drop(s) the instance has no partition for")
+    return drops, known
+
+
 def drop_run_requests(
     drops: Sequence[RegisteredDrop], known_partitions: Collection[str], *, source: str, world_tag: str | None = None
 ) -> tuple[list[str], list[dg.RunRequest]]:
@@ -268,24 +290,18 @@ def run_bundle_sensor(
     record_intake(lake, intake, now=now, file_label=file_label("run_bundle_sensor"))
     log_rejections(context, intake.rejections)
 
-    drops = list(intake.registered)
-    # A bundle registered in the lake whose partition the instance lacks (a tick that failed
-    # after writing the registry, or a fresh instance over an old lake) is requested again, within
-    # the tick's budget; the run key keeps it to one run.
-    known_partitions = set(context.instance.get_dynamic_partitions(evaluation_runs_partitions.name))
-    missing = [key for key in dict.fromkeys(intake.unchanged) if key not in known_partitions]
-    missing = missing[: max(0, settings.max_drops_per_tick - len(drops))]
-    if missing:
-        registry = registered_drops(lake, RUN_BUNDLE_KIND)
-        drops.extend(registry_drop(RUN_BUNDLE_KIND, key, registry[key]) for key in missing)
-        context.log.info(f"re-requesting {len(missing)} registered run(s) the instance has no partition for")
+    drops, known_partitions = drops_to_request(
+        context, lake, intake, kind=RUN_BUNDLE_KIND, partitions_name=evaluation_runs_partitions.name,
+        budget=settings.max_drops_per_tick,
+    )
+    recovered = len(drops) - len(intake.registered)
     new_keys, requests = drop_run_requests(drops, known_partitions, source="run_bundle_sensor")
 
     summary = intake.summary()
     elapsed = time.perf_counter() - started
     context.log.info(f"{summary}; {listing_summary(intake.prefixes, zone.list_calls)}, {elapsed:.2f} s")
     cursor = intake_cursor(
-        previous, today, lookback, intake, zone.list_calls, recovered=len(missing), seconds=round(elapsed, 3)
+        previous, today, lookback, intake, zone.list_calls, recovered=recovered, seconds=round(elapsed, 3)
     )
     return dg.SensorResult(
         run_requests=requests,
